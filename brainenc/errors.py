@@ -1,0 +1,22 @@
+"""Exceptions raised on bad input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BrainencInputError(ValueError):
+    """Input data that cannot be used, with the file it came from.
+
+    Parameters
+    ----------
+    path : path-like or None
+        The file (or folder) whose content is wrong.
+    problem : str
+        What is wrong, in words a user can act on.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        where = f"{self.path}: " if self.path is not None else ""
+        super().__init__(f"{where}{problem}")

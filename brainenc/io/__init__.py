@@ -1,0 +1,1 @@
+"""Reading and writing data: transcripts, dataset layouts, responses, feature stores."""

@@ -1,0 +1,189 @@
+"""The feature store: precomputed features of each stimulus, one HDF5 file each.
+
+A *feature space* is a folder ``<feature_root>/<name>/`` holding one file
+``<stimulus>.hf5`` per stimulus with:
+
+``data``
+    float32 array (n_events × n_features): one row per word, frame or TR.
+``times``
+    float64 array (n_events,): seconds on the stimulus clock (word midpoints,
+    frame times). Absent for TR-level features.
+
+File attributes: ``level`` is ``"event"`` (default) or ``"tr"``. TR-level
+features have one row per *response* row of the run (after trimming) and are
+not resampled. Any other attributes (model, layer, settings) are kept as
+metadata.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from brainenc.errors import BrainencInputError
+from brainenc.io.atomic import atomic_path
+
+FEATURE_SUFFIX = ".hf5"
+LEVELS = ("event", "tr")
+
+
+@dataclass(frozen=True)
+class StimulusFeatures:
+    """Features of one stimulus.
+
+    Parameters
+    ----------
+    data : ndarray of shape (n_events, n_features), float32
+    times : ndarray of shape (n_events,) or None
+        Event times on the stimulus clock; None for TR-level features.
+    level : {"event", "tr"}
+    attrs : dict
+        Metadata stored with the features (model, layer, ...).
+    path : Path or None
+        The file the features were read from.
+    """
+
+    data: np.ndarray
+    times: np.ndarray | None
+    level: str = "event"
+    attrs: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def n_features(self) -> int:
+        return self.data.shape[1]
+
+
+def _check(data, times, level, path) -> tuple[np.ndarray, np.ndarray | None]:
+    if level not in LEVELS:
+        raise BrainencInputError(path, f"level must be one of {LEVELS}, got {level!r}")
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise BrainencInputError(
+            path, f"'data' must be 2-D (events x features), got shape {data.shape}"
+        )
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise BrainencInputError(path, f"'data' is empty (shape {data.shape})")
+    if not np.all(np.isfinite(data)):
+        raise BrainencInputError(path, "'data' contains NaN or infinite values")
+    if level == "event":
+        if times is None:
+            raise BrainencInputError(path, "event-level features need a 'times' dataset")
+        times = np.asarray(times, dtype=np.float64)
+        if times.shape != (data.shape[0],):
+            raise BrainencInputError(
+                path,
+                f"'times' has shape {times.shape} but 'data' has {data.shape[0]} rows; "
+                "expected one time per row",
+            )
+        if not np.all(np.isfinite(times)):
+            raise BrainencInputError(path, "'times' contains NaN or infinite values")
+    return data.astype(np.float32, copy=False), times
+
+
+def write_stimulus_features(
+    path: str | Path,
+    data: np.ndarray,
+    times: np.ndarray | None = None,
+    level: str = "event",
+    **attrs,
+) -> Path:
+    """Write one stimulus' features atomically (nothing partial is ever left).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination, normally ``<feature_root>/<space>/<stimulus>.hf5``.
+    data : array of shape (n_events, n_features)
+    times : array of shape (n_events,), optional
+        Required for ``level="event"``.
+    level : {"event", "tr"}
+    **attrs
+        Scalars or strings stored as HDF5 attributes.
+    """
+    path = Path(path)
+    data, times = _check(data, times, level, path)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("data", data=data)
+            if times is not None:
+                f.create_dataset("times", data=times)
+            f.attrs["level"] = level
+            for key, value in attrs.items():
+                f.attrs[key] = value
+    return path
+
+
+def read_stimulus_features(path: str | Path) -> StimulusFeatures:
+    """Read and validate one feature file.
+
+    Raises
+    ------
+    BrainencInputError
+        If the file is missing, unreadable, or its datasets have wrong shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BrainencInputError(path, "feature file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            if "data" not in f:
+                raise BrainencInputError(path, "feature file has no 'data' dataset")
+            data = f["data"][()]
+            times = f["times"][()] if "times" in f else None
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except OSError as exc:
+        raise BrainencInputError(path, f"cannot read feature file as HDF5 ({exc})") from exc
+    level = str(attrs.pop("level", "event"))
+    data, times = _check(data, times, level, path)
+    return StimulusFeatures(data=data, times=times, level=level, attrs=attrs, path=path)
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """A folder of feature files, one per stimulus.
+
+    Parameters
+    ----------
+    root : Path
+        The feature-space folder (``<feature_root>/<name>``).
+    """
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def path_for(self, stimulus: str) -> Path:
+        return self.root / f"{stimulus}{FEATURE_SUFFIX}"
+
+    def stimuli(self) -> list[str]:
+        """Stimulus names with a feature file, sorted."""
+        return sorted(p.name[: -len(FEATURE_SUFFIX)] for p in self.root.glob(f"*{FEATURE_SUFFIX}"))
+
+    def load(self, stimulus: str) -> StimulusFeatures:
+        """Features of one stimulus (validated)."""
+        path = self.path_for(stimulus)
+        if not path.is_file():
+            raise BrainencInputError(
+                path, f"feature space {self.name!r} has no features for stimulus {stimulus!r}"
+            )
+        return read_stimulus_features(path)
+
+
+def find_feature_space(name_or_path: str | Path, feature_root: Path | None = None) -> FeatureSpace:
+    """Resolve ``--features NAME``: a folder path, or a name under ``feature_root``."""
+    candidate = Path(name_or_path)
+    if candidate.is_dir():
+        return FeatureSpace(candidate)
+    if feature_root is not None and (feature_root / str(name_or_path)).is_dir():
+        return FeatureSpace(feature_root / str(name_or_path))
+    known = sorted(p.name for p in feature_root.iterdir() if p.is_dir()) if (
+        feature_root is not None and feature_root.is_dir()) else []
+    raise BrainencInputError(
+        feature_root if feature_root is not None else candidate,
+        f"no feature space named {str(name_or_path)!r}; available: {known or 'none'}",
+    )

@@ -1,0 +1,152 @@
+"""Per-voxel results of a transfer analysis, and how they are stored on disk.
+
+Storage (``scores.npz``, documented in ``docs/outputs.md``): one array per
+``<quantity>/<direction>`` key, e.g. ``r/story_to_movie``, plus metadata arrays.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from brainenc.io.atomic import atomic_path
+
+#: The four directions of a transfer analysis: ``<train modality>_to_<test modality>``.
+DIRECTIONS: tuple[str, ...] = ("story_to_story", "movie_to_movie", "story_to_movie", "movie_to_story")
+WITHIN: tuple[str, ...] = ("story_to_story", "movie_to_movie")
+CROSS: tuple[str, ...] = ("story_to_movie", "movie_to_story")
+
+
+def split_direction(direction: str) -> tuple[str, str]:
+    """``"story_to_movie"`` → ``("story", "movie")``."""
+    train, _, test = direction.partition("_to_")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; expected one of {DIRECTIONS}")
+    return train, test
+
+
+@dataclass(frozen=True)
+class DirectionSummary:
+    """Summary of one direction over all voxels.
+
+    ``mean_r_significant`` is NaN where no voxel is significant.
+    """
+
+    direction: str
+    n_voxels: int
+    n_significant: int
+    fraction_significant: float
+    mean_r: float
+    mean_r_significant: float
+    max_r: float
+    fdr_q: float
+
+
+@dataclass
+class TransferResult:
+    """Scores of one subject and one feature space in the four directions.
+
+    Every array is indexed by voxel (response column). Dictionaries are keyed
+    by direction name (see :data:`DIRECTIONS`); ``alphas`` is keyed by the
+    training modality (``"story"``, ``"movie"``).
+
+    Parameters
+    ----------
+    subject, feature_space : str
+    r, r2 : dict of str to ndarray of shape (n_voxels,)
+        Pearson correlation and coefficient of determination between predicted
+        and measured responses on the test runs (NaN for constant voxels).
+    pvalues : dict of str to ndarray
+        One-sided block-permutation p-values of ``r``.
+    significant : dict of str to ndarray of bool
+        Benjamini–Hochberg FDR masks at ``fdr_q``.
+    alphas : dict of str to ndarray
+        Regularisation selected per voxel by the model trained on each modality.
+    summaries : list of DirectionSummary
+    space : str
+        Response space (``fsaverage5``, ``volume`` or ``unknown``).
+    mask_path : str or None
+        Brain mask for volume spaces (to map voxels back to an image).
+    settings : dict
+        Analysis settings (preset, delays, alpha grid, permutations, test runs...).
+    """
+
+    subject: str
+    feature_space: str
+    r: dict[str, np.ndarray]
+    r2: dict[str, np.ndarray]
+    pvalues: dict[str, np.ndarray]
+    significant: dict[str, np.ndarray]
+    alphas: dict[str, np.ndarray]
+    summaries: list[DirectionSummary] = field(default_factory=list)
+    space: str = "unknown"
+    mask_path: str | None = None
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def n_voxels(self) -> int:
+        return len(next(iter(self.r.values())))
+
+    def summary(self, direction: str) -> DirectionSummary:
+        for item in self.summaries:
+            if item.direction == direction:
+                return item
+        raise KeyError(direction)
+
+    # -- storage ---------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write all per-voxel arrays to one ``.npz`` file (atomically)."""
+        arrays: dict[str, np.ndarray] = {}
+        for quantity in ("r", "r2", "pvalues", "significant"):
+            for direction, values in getattr(self, quantity).items():
+                arrays[f"{quantity}/{direction}"] = np.asarray(values)
+        for modality, values in self.alphas.items():
+            arrays[f"alphas/{modality}"] = np.asarray(values)
+        meta = {
+            "subject": self.subject,
+            "feature_space": self.feature_space,
+            "space": self.space,
+            "mask_path": self.mask_path,
+            "settings": self.settings,
+            "summaries": [asdict(s) for s in self.summaries],
+        }
+        arrays["meta_json"] = np.array(json.dumps(meta, default=_json_default))
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TransferResult":
+        """Read a result written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta_json"]))
+            parts: dict[str, dict[str, np.ndarray]] = {
+                q: {} for q in ("r", "r2", "pvalues", "significant", "alphas")
+            }
+            for key in data.files:
+                if "/" in key:
+                    quantity, name = key.split("/", 1)
+                    parts[quantity][name] = data[key]
+        return cls(
+            subject=meta["subject"],
+            feature_space=meta["feature_space"],
+            summaries=[DirectionSummary(**s) for s in meta["summaries"]],
+            space=meta["space"],
+            mask_path=meta["mask_path"],
+            settings=meta["settings"],
+            **parts,
+        )
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")
