@@ -112,7 +112,7 @@ class TransferResult:
             "settings": self.settings,
             "summaries": [asdict(s) for s in self.summaries],
         }
-        arrays["meta_json"] = np.array(json.dumps(meta, default=_json_default))
+        arrays["meta_json"] = np.array(json.dumps(meta, default=json_default))
         path = Path(path)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -142,7 +142,8 @@ class TransferResult:
         )
 
 
-def _json_default(value):
+def json_default(value):
+    """``json.dumps`` fallback for numpy values and paths."""
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, (np.floating, np.integer)):

@@ -1,0 +1,136 @@
+"""The ``brainenc`` command line: a thin layer over the public API."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from brainenc import __version__
+
+
+def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n-permutations", type=int, default=1000,
+                        help="block permutations per direction for p-values (default: 1000; 0 skips)")
+    parser.add_argument("--block-length", type=int, default=10,
+                        help="permutation block length in TRs (default: 10)")
+    parser.add_argument("--fdr-q", type=float, default=0.05,
+                        help="Benjamini-Hochberg false discovery rate (default: 0.05)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brainenc",
+        description="Cross-modal voxelwise encoding: fit on stories, predict movies, and back.",
+    )
+    parser.add_argument("--version", action="version", version=f"brainenc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser("simulate", help="write a simulated subject with ground truth",
+                         description="Write a complete simulated dataset (responses on fsaverage5, "
+                         "transcripts, frame tables, two feature spaces, ground truth).")
+    sim.add_argument("out", type=Path, help="output folder")
+    sim.add_argument("--layout", choices=["huth", "bids"], default="huth",
+                     help="dataset layout to write (default: huth)")
+    sim.add_argument("--subject", default="sim01", help="subject id (default: sim01)")
+    sim.add_argument("--n-stories", type=int, default=6, help="story runs (default: 6)")
+    sim.add_argument("--n-movies", type=int, default=6, help="movie runs (default: 6)")
+    sim.add_argument("--snr", type=float, default=None, help="signal-to-noise ratio in signal regions")
+    sim.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    tr = sub.add_parser("transfer", help="within- and cross-modal encoding of one subject",
+                        description="Fit voxelwise ridge models on stories and on movies, score "
+                        "all four directions, test significance and write maps and a report.")
+    tr.add_argument("--dataset", type=Path, required=True,
+                    help="dataset folder (Huth, BIDS/fMRIPrep) or manifest .tsv")
+    tr.add_argument("--subject", required=True, help="subject id as in the dataset")
+    tr.add_argument("--features", required=True, nargs="+",
+                    help="feature space name(s) under DATASET/features, or folder path(s)")
+    tr.add_argument("--out", type=Path, required=True, help="output folder")
+    tr.add_argument("--preset", choices=["huth", "default"], default=None,
+                    help="design-matrix preset (default: the layout's)")
+    tr.add_argument("--alphas", type=float, nargs="+", default=None,
+                    help="ridge alpha grid (default: the preset's)")
+    tr.add_argument("--test-story", nargs="+", default=None, metavar="RUN",
+                    help="story runs held out for testing (default: leave-one-run-out)")
+    tr.add_argument("--test-movie", nargs="+", default=None, metavar="RUN",
+                    help="movie runs held out for testing (default: leave-one-run-out)")
+    tr.add_argument("--score", choices=["correlation", "r2"], default="correlation",
+                    help="alpha-selection score (default: correlation)")
+    tr.add_argument("--backend", default="auto",
+                    help="himalaya backend: auto (GPU when present), numpy, torch, torch_cuda")
+    tr.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    _add_analysis_options(tr)
+
+    demo = sub.add_parser("demo", help="simulate a subject and run the whole analysis",
+                          description="Simulate a subject, run the transfer analysis with a "
+                          "multimodal and a unimodal feature space, and write the report.")
+    demo.add_argument("--out", type=Path, default=Path("demo_output"),
+                      help="output folder (default: demo_output)")
+    demo.add_argument("--layout", choices=["huth", "bids"], default="huth",
+                      help="layout of the simulated dataset (default: huth)")
+    _add_analysis_options(demo)
+    return parser
+
+
+def _test_runs(args) -> dict | None:
+    test = {}
+    if args.test_story:
+        test["story"] = args.test_story
+    if args.test_movie:
+        test["movie"] = args.test_movie
+    return test or None
+
+
+def _print_summaries(results) -> None:
+    for res in results:
+        print(f"\n{res.subject} / {res.feature_space} ({res.n_voxels} voxels)")
+        print(f"  {'direction':<16}{'signif.':>9}{'mean r':>9}{'mean r sig.':>13}")
+        for s in res.summaries:
+            print(f"  {s.direction:<16}{s.fraction_significant:>9.3f}{s.mean_r:>9.3f}"
+                  f"{s.mean_r_significant:>13.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from brainenc.errors import BrainencInputError
+
+    start = time.perf_counter()
+    try:
+        if args.command == "simulate":
+            from brainenc.simulate import simulate_dataset
+
+            options = {} if args.snr is None else {"snr": args.snr}
+            info = simulate_dataset(args.out, layout=args.layout, subject=args.subject,
+                                    n_stories=args.n_stories, n_movies=args.n_movies,
+                                    seed=args.seed, **options)
+            print(f"simulated subject {info.subject} ({args.layout} layout) in {info.root}")
+        elif args.command == "transfer":
+            from brainenc.workflows import transfer_to_folder
+
+            results = transfer_to_folder(
+                args.dataset, args.subject, args.features, args.out, report=not args.no_report,
+                preset=args.preset, alphas=args.alphas, test_runs=_test_runs(args),
+                score_func=args.score, n_permutations=args.n_permutations,
+                block_length=args.block_length, fdr_q=args.fdr_q, backend=args.backend,
+                seed=args.seed, progress=not args.quiet)
+            _print_summaries(results)
+            print(f"\nresults in {args.out}")
+        elif args.command == "demo":
+            from brainenc.workflows import run_demo
+
+            results = run_demo(args.out, layout=args.layout, n_permutations=args.n_permutations,
+                               seed=args.seed, progress=not args.quiet)
+            _print_summaries(results)
+            print(f"\nreport: {args.out / 'results' / 'report.html'}")
+    except (BrainencInputError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"brainenc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

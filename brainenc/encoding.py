@@ -1,0 +1,712 @@
+"""Voxelwise ridge regression with a per-voxel penalty chosen by leave-one-run-out CV.
+
+:class:`VoxelwiseRidge` fits one ridge regression per voxel (response column)
+from a shared design matrix, choosing each voxel's penalty ``alpha`` from a grid
+by cross-validation over whole runs, then refitting on all the data.
+
+Method
+------
+fMRI runs are long blocks of samples, and leave-one-run-out folds differ only
+in which block is held out. The solver therefore works on per-block products:
+for every block ``b`` it forms ``G_b = X_bᵀX_b`` (float64, ``p × p``) and
+``C_b = X_bᵀY_b`` (``p × voxels``) once. For a fold, the training Gram matrix
+and cross-products are sums of block terms; ``G = V diag(s) Vᵀ`` is
+eigendecomposed in float64 and, with ``B = VᵀC`` and ``A = X_val V``, the
+validation prediction for a penalty ``a`` is ``A diag(1/(s + a)) B``. A fold
+thus costs one eigendecomposition, one ``p × p × voxels`` product and one
+``n_val × p × voxels`` product per alpha; the validation predictions, which
+every exact correlation score needs, are most of the work. The refit uses the
+eigendecomposition of the full Gram matrix, ``W = V diag(1/(s + a_v)) Vᵀ C``
+with each voxel's own ``a_v``. Explicit folds (``cv=``) work the same way, with
+blocks being the groups of samples that share their role in every fold.
+
+This primal route suits the usual encoding problem, with fewer features than
+samples. It stays exact when features outnumber samples (directions in the
+null space of ``X`` are dropped, as they carry no signal), but a kernel
+formulation (``n × n`` instead of ``p × p``, e.g.
+:class:`himalaya.kernel_ridge.KernelRidgeCV`) is then cheaper.
+
+No intercept is fitted and nothing is centred inside: centre (or z-score) the
+columns of ``X`` and ``Y`` within each run before fitting, as is standard for
+fMRI encoding models.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+from himalaya.backend import get_backend, set_backend
+from himalaya.backend._utils import ALL_BACKENDS
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from brainenc.errors import BrainencInputError
+
+__all__ = [
+    "ConstantVoxelWarning",
+    "DEFAULT_ALPHAS",
+    "VoxelwiseRidge",
+    "leave_one_run_out",
+    "pearson_per_column",
+    "resolve_backend",
+    "ridge_weights",
+]
+
+Fold = tuple[np.ndarray, np.ndarray]
+ScoreFunc = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+#: Default alpha grid of :class:`VoxelwiseRidge`: ``logspace(0, 5, 11)``. A tuple,
+#: being immutable and comparable, keeps scikit-learn's parameter display working.
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(0, 5, 11))
+
+
+class ConstantVoxelWarning(UserWarning):
+    """Some response columns have zero variance; they get NaN weights and scores."""
+
+
+# --------------------------------------------------------------------------- folds
+
+
+def _run_index(runs: Sequence | np.ndarray, n_samples: int | None) -> np.ndarray:
+    """Per-sample run number (0, 1, ... in order of first appearance)."""
+    arr = np.asarray(runs)
+    if arr.ndim != 1 or arr.size == 0:
+        raise BrainencInputError(
+            None, f"runs must be a non-empty 1-D sequence (run lengths or per-sample labels); "
+                  f"got an array of shape {arr.shape}")
+    as_labels = (n_samples is not None and arr.size == n_samples) or arr.dtype.kind not in "iuf"
+    if as_labels:
+        _, first, inverse = np.unique(arr, return_index=True, return_inverse=True)
+        # renumber runs by first appearance so fold order follows the data
+        rank = np.empty(first.size, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+        return rank[inverse.ravel()]
+    if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)) or np.any(arr <= 0):
+        raise BrainencInputError(None, f"run lengths must be positive integers; got {arr.tolist()[:10]}")
+    lengths = arr.astype(np.int64)
+    if n_samples is not None and lengths.sum() != n_samples:
+        raise BrainencInputError(
+            None, f"run lengths sum to {int(lengths.sum())} but the data have {n_samples} samples "
+                  f"(give one length per run, or one run label per sample)")
+    return np.repeat(np.arange(lengths.size), lengths)
+
+
+def leave_one_run_out(runs: Sequence | np.ndarray, n_samples: int | None = None) -> list[Fold]:
+    """Leave-one-run-out folds: each run is held out once, never split.
+
+    Parameters
+    ----------
+    runs : sequence
+        Either run lengths (positive integers summing to the number of
+        samples, runs stored one after the other), or one run label per sample
+        (labels may be any values and runs need not be contiguous).
+    n_samples : int, optional
+        Number of samples. When given, ``runs`` of that length are read as
+        labels and anything else as lengths, which must sum to ``n_samples``.
+        When omitted, a numeric ``runs`` is read as lengths and any other
+        (e.g. strings) as labels; pass ``n_samples`` to use integer labels.
+
+    Returns
+    -------
+    list of (train, val)
+        Sorted sample indices; one fold per run, in order of first appearance.
+
+    Examples
+    --------
+    >>> [val.tolist() for _, val in leave_one_run_out([2, 3])]
+    [[0, 1], [2, 3, 4]]
+    >>> [val.tolist() for _, val in leave_one_run_out(["a", "b", "a"], n_samples=3)]
+    [[0, 2], [1]]
+    """
+    index = _run_index(runs, n_samples)
+    n_runs = int(index.max()) + 1
+    if n_runs < 2:
+        raise BrainencInputError(None, "leave-one-run-out needs at least 2 runs; got 1")
+    return [(np.flatnonzero(index != r), np.flatnonzero(index == r)) for r in range(n_runs)]
+
+
+def _check_folds(cv: Sequence, n_samples: int) -> list[Fold]:
+    """Validate explicit (train, val) pairs and return them as index arrays."""
+    try:
+        pairs = list(cv)
+    except TypeError:
+        raise BrainencInputError(
+            None, f"cv must be a list of (train, val) index pairs; got {type(cv).__name__}") from None
+    if not pairs:
+        raise BrainencInputError(None, "cv is empty; give at least one (train, val) pair")
+    folds = []
+    for k, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise BrainencInputError(None, f"cv[{k}] must be a (train, val) pair; got {len(pair)} items")
+        parts = []
+        for name, idx in zip(("train", "val"), pair, strict=True):
+            idx = np.asarray(idx)
+            if idx.dtype == bool and idx.shape == (n_samples,):
+                idx = np.flatnonzero(idx)
+            if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+                raise BrainencInputError(
+                    None, f"cv[{k}] {name} must be a non-empty 1-D array of sample indices; "
+                          f"got shape {idx.shape}, dtype {idx.dtype}")
+            if idx.min() < 0 or idx.max() >= n_samples:
+                raise BrainencInputError(
+                    None, f"cv[{k}] {name} indices must lie in [0, {n_samples}); "
+                          f"got [{idx.min()}, {idx.max()}]")
+            if np.unique(idx).size != idx.size:
+                raise BrainencInputError(None, f"cv[{k}] {name} repeats sample indices")
+            parts.append(idx.astype(np.int64))
+        if np.intersect1d(parts[0], parts[1]).size:
+            raise BrainencInputError(None, f"cv[{k}]: train and val share samples")
+        folds.append((parts[0], parts[1]))
+    return folds
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """Samples grouped into blocks that every fold uses as a whole.
+
+    A block is a set of samples with the same role (train / val / unused) in
+    every fold; for leave-one-run-out folds the blocks are the runs. Rows are
+    reordered by ``order`` so that each block is a contiguous slice.
+    """
+
+    order: np.ndarray | None          # row permutation (None: rows already in block order)
+    slices: list[slice]               # rows of each block, after reordering
+    train_blocks: list[list[int]]     # per fold
+    val_rows: list[slice | np.ndarray]  # per fold, after reordering
+
+    @classmethod
+    def from_folds(cls, folds: list[Fold], n_samples: int) -> "_BlockPlan":
+        roles = np.zeros((n_samples, len(folds)), dtype=np.int8)
+        for f, (train, val) in enumerate(folds):
+            roles[train, f] = 1
+            roles[val, f] = 2
+        _, first, inverse = np.unique(roles, axis=0, return_index=True, return_inverse=True)
+        rank = np.empty(first.size, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+        block = rank[inverse.ravel()]
+        order = np.argsort(block, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(block, minlength=first.size))])
+        slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        block_roles = roles[order][bounds[:-1]]          # role of each block in each fold
+        train_blocks, val_rows = [], []
+        for f in range(len(folds)):
+            train_blocks.append([b for b in range(len(slices)) if block_roles[b, f] == 1])
+            val = [b for b in range(len(slices)) if block_roles[b, f] == 2]
+            if all(v1 + 1 == v2 for v1, v2 in zip(val[:-1], val[1:], strict=True)):
+                val_rows.append(slice(slices[val[0]].start, slices[val[-1]].stop))
+            else:
+                val_rows.append(np.concatenate([np.arange(slices[b].start, slices[b].stop) for b in val]))
+        if np.array_equal(order, np.arange(n_samples)):
+            order = None
+        return cls(order, slices, train_blocks, val_rows)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+@contextmanager
+def _backend_scope(name: str) -> Iterator[ModuleType]:
+    """Use himalaya backend ``name`` inside the block; restore the caller's after."""
+    previous = get_backend().name
+    module = set_backend(name)
+    try:
+        yield module
+    finally:
+        set_backend(previous)
+
+
+@functools.lru_cache(maxsize=1)
+def _fastest_cpu_backend() -> str:
+    """Time the solver's core operations on numpy and torch; keep the faster.
+
+    The probe is a float32 product and a float64 eigendecomposition of the
+    shapes the solver uses, interleaved between the backends and repeated so
+    that a busy machine does not decide the outcome; torch must win by 10% to
+    be chosen, numpy being the default.
+    """
+    rng = np.random.default_rng(0)
+    left = rng.standard_normal((256, 512), dtype=np.float32)
+    right = rng.standard_normal((512, 2048), dtype=np.float32)
+    half = rng.standard_normal((512, 256))
+    gram = half @ half.T
+    backends = {}
+    for name in ("numpy", "torch"):
+        try:
+            backends[name] = importlib.import_module(f"himalaya.backend.{name}")
+        except ImportError:
+            continue
+    inputs = {name: (b.asarray(left), b.asarray(right), b.asarray(gram)) for name, b in backends.items()}
+
+    def run(name: str) -> float:
+        backend = backends[name]
+        a, b, g = inputs[name]
+        start = time.perf_counter()
+        backend.matmul(a, b)
+        _eigh_gram(backend, g, "float32")
+        return time.perf_counter() - start
+
+    best = {name: np.inf for name in backends}
+    for repeat in range(6):
+        for name in backends:
+            elapsed = run(name)
+            if repeat:  # the first round warms up thread pools and dispatch
+                best[name] = min(best[name], elapsed)
+    if "torch" in best and best["torch"] < 0.9 * best.get("numpy", np.inf):
+        return "torch"
+    return "numpy" if "numpy" in best else "torch"
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """Name of the himalaya backend to compute with.
+
+    Parameters
+    ----------
+    backend : str
+        ``"auto"``: ``"torch_cuda"`` when PyTorch sees a CUDA device, otherwise
+        whichever of the CPU backends ``"numpy"`` and ``"torch"`` runs the
+        solver's core operations (a float32 product, a float64
+        eigendecomposition) faster on this machine, timed once per process.
+        Any himalaya backend name (``numpy``, ``torch``, ``torch_cuda``,
+        ``cupy``, ``torch_mps``) is returned as is once it is known to load.
+
+    Returns
+    -------
+    str
+    """
+    if backend == "auto":
+        try:
+            import torch
+            if torch.cuda.is_available():
+                return "torch_cuda"
+        except ImportError:
+            pass
+        return _fastest_cpu_backend()
+    if backend not in ALL_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected 'auto' or one of {ALL_BACKENDS}")
+    importlib.import_module(f"himalaya.backend.{backend}")  # fails early if unavailable
+    return backend
+
+
+def _eigh_gram(backend: ModuleType, gram, dtype: str):
+    """Eigenvalues (float64 numpy) and eigenvectors (``dtype``) of a Gram matrix ``XᵀX``.
+
+    Eigenvalues at round-off level are dropped with their eigenvectors: these
+    span the null space of ``X``, where ``XᵀY`` has no component, and keeping
+    them would only amplify float32 rounding in ``VᵀXᵀY`` by ``1 / alpha``.
+    With more features than samples this also shrinks every later product.
+    """
+    # numpy's eigh (LAPACK syevd) is several times faster than the scipy
+    # default that himalaya's numpy backend maps eigh to
+    s, V = np.linalg.eigh(gram) if backend.name == "numpy" else backend.eigh(gram)
+    s = np.asarray(backend.to_numpy(s), dtype=np.float64)
+    n_null = int(np.sum(s <= max(s.max(), 0.0) * s.size * np.finfo(np.float64).eps))  # ascending order
+    return s[n_null:], backend.asarray(V[:, n_null:], dtype=dtype)
+
+
+def _ridge_from_eigh(backend: ModuleType, V, s: np.ndarray, C, alphas: np.ndarray, dtype: str):
+    """``V diag(1/(s + a_v)) Vᵀ C`` column by column: ridge weights from ``XᵀX = V diag(s) Vᵀ``."""
+    shrink = backend.asarray(1.0 / (s[:, None] + alphas[None, :]), dtype=dtype)
+    return backend.matmul(V, backend.matmul(V.T, C) * shrink)
+
+
+def ridge_weights(X, Y, alphas, backend: str = "auto", dtype: str = "float32",
+                  n_targets_batch: int = 20000) -> np.ndarray:
+    """Closed-form ridge weights ``(XᵀX + a_v I)⁻¹ XᵀY[:, v]`` with one penalty per voxel.
+
+    Uses one eigendecomposition of ``XᵀX`` (float64) for all penalties. No
+    intercept: centre the columns of ``X`` and ``Y`` first.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    Y : array-like of shape (n_samples, n_voxels)
+    alphas : float or array-like of shape (n_voxels,)
+        Positive penalty, shared or per voxel.
+    backend : str
+        See :func:`resolve_backend`.
+    dtype : {"float32", "float64"}
+        Precision of the products with ``Y``.
+    n_targets_batch : int
+        Voxels processed at once.
+
+    Returns
+    -------
+    ndarray of shape (n_features, n_voxels), float32
+    """
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+    X = _check_matrix("X", X, dtype)
+    Y = _check_matrix("Y", Y, dtype)
+    if Y.shape[0] != X.shape[0]:
+        raise BrainencInputError(
+            None, f"X and Y must have the same number of rows (samples); got X {X.shape}, Y {Y.shape}")
+    per_voxel = np.broadcast_to(np.asarray(alphas, dtype=np.float64), (Y.shape[1],))
+    _check_alphas(per_voxel)
+    with _backend_scope(resolve_backend(backend)) as module:
+        X_work = module.asarray(X)
+        X64 = module.asarray(X, dtype="float64")
+        s, V = _eigh_gram(module, module.matmul(X64.T, X64), dtype)
+        del X64
+        weights = np.empty((X.shape[1], Y.shape[1]), dtype=np.float32)
+        for start in range(0, Y.shape[1], n_targets_batch):
+            batch = slice(start, start + n_targets_batch)
+            C = module.matmul(X_work.T, module.asarray(Y[:, batch]))
+            weights[:, batch] = module.to_numpy(_ridge_from_eigh(module, V, s, C, per_voxel[batch], dtype))
+    return weights
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_matrix(name: str, value, dtype: str) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim != 2:
+        hint = " (use Y[:, None] for a single voxel)" if name == "Y" and arr.ndim == 1 else ""
+        raise BrainencInputError(
+            None, f"{name} must be a 2-D array (samples × columns); got {arr.ndim}-D shape {arr.shape}{hint}")
+    if arr.dtype.kind not in "iufb":
+        raise BrainencInputError(None, f"{name} must be numeric; got dtype {arr.dtype}")
+    if 0 in arr.shape:
+        raise BrainencInputError(None, f"{name} must not be empty; got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise BrainencInputError(None, f"{name} must hold finite values; got {bad} NaN or infinite entries")
+    return arr
+
+
+def _check_alphas(alphas) -> np.ndarray:
+    arr = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise BrainencInputError(None, f"alphas must be a 1-D array of positive finite numbers; got {alphas!r}")
+    return arr
+
+
+def _safe_ratio(num: np.ndarray, den: np.ndarray, fill: float) -> np.ndarray:
+    """``num / den`` where ``den > 0``, ``fill`` elsewhere, without floating-point warnings."""
+    out = np.full(np.broadcast(num, den).shape, fill, dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+# --------------------------------------------------------------------------- fold scoring
+
+
+class _FoldScorer:
+    """Scores of one validation set for every alpha, from ``A = X_val V`` and ``B = VᵀC``.
+
+    ``weights[i]`` is ``1 / (s + alphas[i])``; the prediction for alpha ``i``
+    is ``(A * weights[i]) @ B``.
+    """
+
+    def __init__(self, backend: ModuleType, score_func, A, weights):
+        self.backend = backend
+        self.score_func = score_func
+        self.weights = weights
+        if score_func == "correlation":
+            # centring A centres every prediction: (A - 1 mean(A)) D B = P - 1 mean(P)
+            A = A - A.mean(0)[None, :]
+        self.A = A
+
+    def __call__(self, B, Y_val) -> np.ndarray:
+        backend = self.backend
+
+        def to64(x) -> np.ndarray:  # per-voxel sums, brought to the host for the final ratios
+            return np.asarray(backend.to_numpy(x), dtype=np.float64)
+
+        n_alphas = self.weights.shape[0]
+        scores = np.empty((n_alphas, Y_val.shape[1]), dtype=np.float64)
+        if self.score_func == "correlation":
+            Yc = Y_val - Y_val.mean(0)[None, :]
+            ss_y = to64((Yc * Yc).sum(0))
+            for i in range(n_alphas):
+                P = backend.matmul(self.A * self.weights[i][None, :], B)
+                cross, ss_p = to64((P * Yc).sum(0)), to64((P * P).sum(0))
+                # an undefined correlation (flat prediction or flat validation data) counts as 0
+                scores[i] = _safe_ratio(cross, np.sqrt(ss_p * ss_y), 0.0)
+        elif self.score_func == "r2":
+            Yc = Y_val - Y_val.mean(0)[None, :]
+            ss_tot = to64((Yc * Yc).sum(0))
+            for i in range(n_alphas):
+                R = Y_val - backend.matmul(self.A * self.weights[i][None, :], B)
+                scores[i] = 1.0 - _safe_ratio(to64((R * R).sum(0)), ss_tot, 1.0)
+        else:
+            y_true = backend.to_numpy(Y_val)
+            for i in range(n_alphas):
+                P = backend.to_numpy(backend.matmul(self.A * self.weights[i][None, :], B))
+                value = np.asarray(self.score_func(y_true, P), dtype=np.float64)
+                if value.shape != (Y_val.shape[1],):
+                    raise ValueError(f"score_func must return one score per voxel, shape "
+                                     f"({Y_val.shape[1]},); got shape {value.shape}")
+                scores[i] = value
+        return scores
+
+
+# --------------------------------------------------------------------------- estimator
+
+
+class VoxelwiseRidge(RegressorMixin, BaseEstimator):
+    """Ridge regression per voxel with the penalty chosen by cross-validation over runs.
+
+    Parameters
+    ----------
+    alphas : array-like of shape (n_alphas,)
+        Candidate penalties (positive); the ridge solution for a voxel is
+        ``(XᵀX + alpha I)⁻¹ Xᵀy``.
+    score_func : {"correlation", "r2"} or callable
+        Validation score maximised when choosing alpha: Pearson correlation
+        between prediction and data on the held-out run, the coefficient of
+        determination, or ``f(y_true, y_pred) -> scores`` taking numpy arrays
+        (samples × voxels) and returning one score per voxel. Fold scores are
+        averaged over folds. An undefined correlation or R² on a fold (flat
+        data or flat prediction) counts as 0.
+    backend : str
+        himalaya backend (see :func:`resolve_backend`); ``"auto"`` picks a GPU
+        when one is visible, else the faster CPU backend.
+    n_targets_batch : int
+        Voxels processed at once. Working memory is about
+        ``(n_blocks + 3) · n_features · n_targets_batch`` floats, plus
+        ``n_folds · n_features²`` for the folds' eigenvectors and
+        ``n_samples · n_features`` for the validation projections.
+    dtype : {"float32", "float64"}
+        Precision of the large products. Gram matrices and their
+        eigendecompositions are always float64.
+    warn_constant : bool
+        Warn (once per fit, with a count) about voxels with zero variance.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features, n_voxels), float32
+        Weights refit on all samples with each voxel's selected alpha; NaN
+        columns for constant voxels.
+    best_alphas_ : ndarray of shape (n_voxels,)
+        Selected alpha per voxel (NaN for constant voxels). Ties go to the
+        larger alpha.
+    cv_scores_ : ndarray of shape (n_alphas, n_voxels)
+        Validation score per alpha, averaged over folds (NaN for constant voxels).
+    constant_voxels_ : ndarray of bool, shape (n_voxels,)
+    n_features_in_ : int
+    backend_ : str
+        The himalaya backend that was used.
+
+    Notes
+    -----
+    No intercept is fitted and the data are not centred inside :meth:`fit`:
+    give ``X`` and ``Y`` with columns centred (or z-scored) within each run.
+    See the module docstring for the algorithm and when it is the right one.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((120, 5)); Y = X @ rng.standard_normal((5, 3))
+    >>> model = VoxelwiseRidge(alphas=[0.1, 1.0, 10.0], backend="numpy").fit(X, Y, runs=[40, 40, 40])
+    >>> model.coef_.shape, model.cv_scores_.shape
+    ((5, 3), (3, 3))
+    """
+
+    def __init__(
+        self,
+        alphas=DEFAULT_ALPHAS,
+        score_func: str | ScoreFunc = "correlation",
+        backend: str = "auto",
+        n_targets_batch: int = 20000,
+        dtype: str = "float32",
+        warn_constant: bool = True,
+    ):
+        self.alphas = alphas
+        self.score_func = score_func
+        self.backend = backend
+        self.n_targets_batch = n_targets_batch
+        self.dtype = dtype
+        self.warn_constant = warn_constant
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = False
+        return tags
+
+    # ----------------------------------------------------------------- fit
+
+    def fit(self, X, Y, runs: Sequence | np.ndarray | None = None, cv: Sequence[Fold] | None = None):
+        """Choose alpha per voxel by cross-validation, then refit on all samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Design matrix, columns centred within each run.
+        Y : array-like of shape (n_samples, n_voxels)
+            Responses, columns centred within each run.
+        runs : sequence, optional
+            Run lengths or per-sample run labels (see :func:`leave_one_run_out`);
+            folds are leave-one-run-out. Required unless ``cv`` is given.
+        cv : list of (train, val) index arrays, optional
+            Explicit folds, used instead of ``runs``.
+
+        Returns
+        -------
+        self
+        """
+        dtype = self._check_params()
+        alphas = _check_alphas(self.alphas)
+        X = _check_matrix("X", X, dtype)
+        Y = _check_matrix("Y", Y, dtype)
+        n_samples, n_features = X.shape
+        if Y.shape[0] != n_samples:
+            raise BrainencInputError(
+                None, f"X and Y must have the same number of rows (samples); got X {X.shape}, Y {Y.shape}")
+        if (runs is None) == (cv is None):
+            raise BrainencInputError(None, "give either runs (for leave-one-run-out folds) or cv, not "
+                                           + ("both" if runs is not None else "neither"))
+        folds = leave_one_run_out(runs, n_samples) if cv is None else _check_folds(cv, n_samples)
+        plan = _BlockPlan.from_folds(folds, n_samples)
+        if plan.order is not None:
+            X, Y = X[plan.order], Y[plan.order]
+
+        n_voxels = Y.shape[1]
+        constant = np.ptp(Y, axis=0) == 0
+        if constant.any() and self.warn_constant:
+            warnings.warn(f"{int(constant.sum())} of {n_voxels} voxels are constant (zero variance); "
+                          "their weights, scores and alphas are NaN", ConstantVoxelWarning, stacklevel=2)
+        voxels = np.flatnonzero(~constant)
+
+        name = resolve_backend(self.backend)
+        cv_scores = np.full((alphas.size, n_voxels), np.nan)
+        best_alphas = np.full(n_voxels, np.nan)
+        coef = np.full((n_features, n_voxels), np.nan, dtype=np.float32)
+        with _backend_scope(name) as backend:
+            self._solve(backend, X, Y, voxels, plan, alphas, len(folds), dtype, cv_scores, best_alphas, coef)
+
+        self.coef_ = coef
+        self.best_alphas_ = best_alphas
+        self.cv_scores_ = cv_scores
+        self.constant_voxels_ = constant
+        self.n_features_in_ = n_features
+        self.backend_ = name
+        return self
+
+    def _check_params(self) -> str:
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
+        if not (isinstance(self.n_targets_batch, (int, np.integer)) and self.n_targets_batch > 0):
+            raise ValueError(f"n_targets_batch must be a positive integer; got {self.n_targets_batch!r}")
+        if not (callable(self.score_func) or self.score_func in ("correlation", "r2")):
+            raise ValueError(f"score_func must be 'correlation', 'r2' or a callable; got {self.score_func!r}")
+        return self.dtype
+
+    def _solve(self, backend, X, Y, voxels, plan, alphas, n_folds, dtype, cv_scores, best_alphas, coef):
+        """Fill ``cv_scores``, ``best_alphas`` and ``coef`` for the columns ``voxels``."""
+        X_work = backend.asarray(X, dtype=dtype)
+        grams = []
+        for sl in plan.slices:
+            Xb = backend.asarray(X[sl], dtype="float64")
+            grams.append(backend.matmul(Xb.T, Xb))
+        gram_all = sum(grams)
+
+        # index arrays live on the backend's device, like the data they index
+        val_rows = [r if isinstance(r, slice) else backend.asarray(r) for r in plan.val_rows]
+        scorers, bases = [], []
+        for f in range(n_folds):
+            s, V = _eigh_gram(backend, sum(grams[b] for b in plan.train_blocks[f]), dtype)
+            weights = backend.asarray(1.0 / (s[None, :] + alphas[:, None]), dtype=dtype)
+            A = backend.matmul(X_work[val_rows[f]], V)
+            scorers.append(_FoldScorer(backend, self.score_func, A, weights))
+            bases.append(V)
+        del grams
+        s_all, V_all = _eigh_gram(backend, gram_all, dtype)
+
+        # ties (e.g. voxels no alpha can predict) go to the larger, more conservative alpha
+        descending = np.argsort(alphas, kind="stable")[::-1]
+        for start in range(0, voxels.size, self.n_targets_batch):
+            batch = voxels[start:start + self.n_targets_batch]
+            contiguous = batch[-1] - batch[0] + 1 == batch.size
+            Yb = backend.asarray(Y[:, batch[0]:batch[-1] + 1] if contiguous else Y[:, batch], dtype=dtype)
+            cross = [backend.matmul(X_work[sl].T, Yb[sl]) for sl in plan.slices]
+            scores = np.zeros((alphas.size, batch.size))
+            for f in range(n_folds):
+                C_train = sum(cross[b] for b in plan.train_blocks[f])
+                B = backend.matmul(bases[f].T, C_train)
+                scores += scorers[f](B, Yb[val_rows[f]])
+                del B, C_train
+            scores /= n_folds
+            cv_scores[:, batch] = scores
+            chosen = alphas[descending[np.argmax(scores[descending], axis=0)]]
+            best_alphas[batch] = chosen
+
+            C_all = sum(cross)
+            del cross
+            coef[:, batch] = backend.to_numpy(_ridge_from_eigh(backend, V_all, s_all, C_all, chosen, dtype))
+            del C_all, Yb
+
+    # ----------------------------------------------------------------- use
+
+    def _check_fitted_input(self, X) -> np.ndarray:
+        if not hasattr(self, "coef_"):
+            from sklearn.exceptions import NotFittedError
+            raise NotFittedError("this VoxelwiseRidge is not fitted yet; call fit first")
+        X = _check_matrix("X", X, "float32")
+        if X.shape[1] != self.n_features_in_:
+            raise BrainencInputError(
+                None, f"X has {X.shape[1]} features but the model was fitted with {self.n_features_in_}")
+        return X
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted responses, shape (n_samples, n_voxels), float32; NaN for constant voxels."""
+        X = self._check_fitted_input(X)
+        with _backend_scope(self.backend_) as backend:
+            return np.asarray(backend.to_numpy(backend.matmul(backend.asarray(X), backend.asarray(self.coef_))))
+
+    def score(self, X, Y) -> np.ndarray:
+        """Pearson correlation between prediction and ``Y``, per voxel.
+
+        Returns
+        -------
+        ndarray of shape (n_voxels,)
+            NaN where the correlation is undefined (constant voxel in training
+            or in ``Y``).
+        """
+        prediction = self.predict(X)
+        Y = _check_matrix("Y", Y, "float64")
+        if Y.shape != prediction.shape:
+            raise BrainencInputError(None, f"Y must have shape {prediction.shape} to match X and the model; "
+                                           f"got {Y.shape}")
+        return pearson_per_column(Y, prediction)
+
+    def coef_per_delay(self, n_delays: int) -> np.ndarray:
+        """Weights split by delay, shape (n_delays, n_features // n_delays, n_voxels).
+
+        The design's columns are delay blocks ``[d1 | d2 | ...]`` of equal width.
+        """
+        if not hasattr(self, "coef_"):
+            from sklearn.exceptions import NotFittedError
+            raise NotFittedError("this VoxelwiseRidge is not fitted yet; call fit first")
+        n_features = self.coef_.shape[0]
+        if not isinstance(n_delays, (int, np.integer)) or n_delays < 1 or n_features % n_delays:
+            raise ValueError(f"n_delays must be a positive divisor of the {n_features} features; got {n_delays!r}")
+        return self.coef_.reshape(n_delays, n_features // n_delays, self.coef_.shape[1])
+
+
+def pearson_per_column(Y_true: np.ndarray, Y_pred: np.ndarray) -> np.ndarray:
+    """Pearson correlation of matching columns (float64); NaN where undefined.
+
+    Parameters
+    ----------
+    Y_true, Y_pred : ndarray of shape (n_samples, n_columns)
+
+    Returns
+    -------
+    ndarray of shape (n_columns,)
+    """
+    a = np.asarray(Y_true, dtype=np.float64)
+    b = np.asarray(Y_pred, dtype=np.float64)
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    num = np.einsum("ij,ij->j", a, b)
+    den = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
+    return _safe_ratio(num, den, np.nan)

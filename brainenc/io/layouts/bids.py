@@ -1,0 +1,421 @@
+"""BIDS datasets with fMRIPrep derivatives.
+
+::
+
+    DIR/sub-01/[ses-1/]func/sub-01_task-<task>[_run-<n>]_events.tsv    optional
+    DIR/derivatives/fmriprep/sub-01/[ses-1/]func/
+        ..._hemi-L_space-fsaverage5_bold.func.gii  (and hemi-R)
+        ..._space-<vol>_desc-preproc_bold.nii.gz  with  ..._space-<vol>_desc-brain_mask.nii.gz
+        ..._bold.json                                RepetitionTime
+    DIR/stimuli/<stimulus>.TextGrid | <stimulus>_frames.tsv | <stimulus>.mp4
+    DIR/brainenc.json                                optional: prefer, trim_start, trim_end
+
+See ``docs/data_layouts.md`` for the rules.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+
+from brainenc.errors import BrainencInputError
+from brainenc.io.dataset import Dataset, Run
+from brainenc.io.layouts._common import (
+    KIND_MODALITY,
+    MISSING_CELLS,
+    read_json_object,
+    read_tsv,
+    scan_grid,
+    sorted_runs,
+    stimulus_kind,
+    stimulus_name,
+)
+from brainenc.io.responses import read_response_shape
+
+FMRIPREP_FOLDER = Path("derivatives") / "fmriprep"
+
+#: Entities that identify a run; the others (space, hemi, desc, res, den...)
+#: tell apart the outputs of one run.
+RUN_ENTITIES = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo")
+
+EXTENSIONS = (".func.gii", ".nii.gz", ".nii", ".json", ".tsv")
+SURFACE_SPACE = "fsaverage5"
+PREFERRED_VOLUME_SPACE = "MNI152NLin2009cAsym"
+PREFER_CHOICES = ("surface", "volume")
+TIME_UNIT_SECONDS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+
+
+@dataclass(frozen=True)
+class BidsName:
+    """A BIDS file name split into entities, suffix and extension."""
+
+    entities: dict[str, str]
+    suffix: str | None
+    extension: str
+
+
+def parse_bids_name(filename: str) -> BidsName:
+    """Split ``sub-01_task-x_run-1_bold.nii.gz`` into its parts.
+
+    Entities are the ``key-value`` pieces in order; the suffix is a last piece
+    without ``-`` (``bold``, ``mask``, ``events``) or None.
+    """
+    lower = filename.lower()
+    extension = next((ext for ext in EXTENSIONS if lower.endswith(ext)), None)
+    if extension is None:
+        extension = filename[filename.index("."):] if "." in filename else ""
+    stem = filename[: len(filename) - len(extension)]
+    entities: dict[str, str] = {}
+    suffix = None
+    pieces = stem.split("_")
+    for position, piece in enumerate(pieces):
+        if "-" in piece:
+            key, value = piece.split("-", 1)
+            entities[key] = value
+        elif position == len(pieces) - 1:
+            suffix = piece
+    return BidsName(entities, suffix, extension.lower())
+
+
+@dataclass
+class _RunFiles:
+    """fMRIPrep outputs of one run, keyed by output variant (space, res, den...)."""
+
+    directory: Path
+    surfaces: dict = field(default_factory=lambda: defaultdict(dict))  # -> {"L": .., "R": ..}
+    volumes: dict = field(default_factory=dict)  # -> bold path
+    masks: dict = field(default_factory=dict)  # -> brain mask path
+    sidecars: list = field(default_factory=list)
+
+    def all_files(self) -> list[Path]:
+        files = [p for pair in self.surfaces.values() for p in pair.values()]
+        return sorted(files + list(self.volumes.values()) + list(self.masks.values()))
+
+
+def read_bids(path: str | Path) -> Dataset:
+    """Discover the runs of a BIDS dataset with fMRIPrep derivatives.
+
+    Parameters
+    ----------
+    path : path-like
+        The BIDS root (holding ``derivatives/fmriprep``).
+
+    Returns
+    -------
+    Dataset
+        Layout ``"bids"``, preset ``"default"``, runs sorted by subject then
+        name; run names are the run's entities without ``sub``
+        (``task-<task>[_run-<n>]``, with ``ses-`` first when present); subjects
+        are the ``sub-`` values without the prefix.
+
+    Notes
+    -----
+    The response of a run is its fsaverage5 surface pair when present, else
+    its ``desc-preproc`` volume with the matching ``desc-brain`` mask (an
+    ``MNI152NLin2009cAsym`` volume first when several exist), else another
+    surface pair (space ``unknown``); ``{"prefer": "volume"}`` in
+    ``brainenc.json`` puts the volume first. The number of volumes comes from
+    the response file headers. A stimulus named by the events file but absent
+    from ``stimuli/`` leaves ``stimulus_path`` empty (features may be
+    precomputed).
+    """
+    root = Path(path)
+    fmriprep = root / FMRIPREP_FOLDER
+    if not fmriprep.is_dir():
+        raise BrainencInputError(root, f"not a BIDS layout: {FMRIPREP_FOLDER} not found")
+    config_path = root / "brainenc.json"
+    config = read_json_object(config_path) if config_path.is_file() else {}
+    prefer = config.get("prefer", "surface")
+    if prefer not in PREFER_CHOICES:
+        raise BrainencInputError(
+            config_path, f"'prefer' must be one of {PREFER_CHOICES}, got {prefer!r}"
+        )
+    trims = tuple(_config_trim(config, name, config_path) for name in ("trim_start", "trim_end"))
+
+    runs = [
+        _make_run(key, files, root, prefer, trims)
+        for key, files in sorted(_collect_run_files(fmriprep).items())
+    ]
+    if not runs:
+        raise BrainencInputError(
+            fmriprep, "no fMRIPrep BOLD outputs found (sub-*/[ses-*/]func/*_bold.func.gii "
+            "or *_desc-preproc_bold.nii.gz)"
+        )
+    return Dataset(
+        root=root, layout="bids", runs=sorted_runs(runs), preset="default",
+        feature_root=root / "features", meta={"fmriprep": fmriprep, "config": config},
+    )
+
+
+def _config_trim(config: dict, name: str, path: Path) -> int:
+    value = config.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+        isinstance(value, float) and not value.is_integer()
+    ):
+        raise BrainencInputError(path, f"{name!r} must be a non-negative whole number, got {value!r}")
+    return int(value)
+
+
+def _collect_run_files(fmriprep: Path) -> dict[tuple, _RunFiles]:
+    runs: dict[tuple, _RunFiles] = {}
+    func_dirs = sorted(fmriprep.glob("sub-*/func")) + sorted(fmriprep.glob("sub-*/ses-*/func"))
+    for func_dir in func_dirs:
+        for file in sorted(func_dir.iterdir()):
+            if not file.is_file():
+                continue
+            name = parse_bids_name(file.name)
+            entities = name.entities
+            if "sub" not in entities or "task" not in entities:
+                continue
+            key = tuple((k, entities[k]) for k in RUN_ENTITIES if k in entities)
+            variant = tuple((k, v) for k, v in entities.items()
+                            if k not in RUN_ENTITIES and k not in ("desc", "hemi"))
+            is_volume = name.extension in (".nii", ".nii.gz")
+            # fMRIPrep 1.x named surfaces without the _bold suffix.
+            if name.extension == ".func.gii" and name.suffix in ("bold", None) \
+                    and entities.get("hemi") in ("L", "R"):
+                files = runs.setdefault(key, _RunFiles(func_dir))
+                files.surfaces[variant][entities["hemi"]] = file
+            elif is_volume and name.suffix == "bold" and entities.get("desc") == "preproc":
+                runs.setdefault(key, _RunFiles(func_dir)).volumes[variant] = file
+            elif is_volume and name.suffix == "mask" and entities.get("desc") == "brain":
+                runs.setdefault(key, _RunFiles(func_dir)).masks[variant] = file
+            elif name.extension == ".json" and name.suffix == "bold":
+                runs.setdefault(key, _RunFiles(func_dir)).sidecars.append(file)
+    # Keys holding only masks or sidecars are not runs.
+    return {key: files for key, files in runs.items() if files.surfaces or files.volumes}
+
+
+def _make_run(key: tuple, files: _RunFiles, root: Path, prefer: str,
+              trims: tuple[int, int]) -> Run:
+    entities = dict(key)
+    paths, mask, space = _choose_response(files, prefer)
+    tr = _repetition_time(key, files, paths, root)
+    stimulus = _find_stimulus(key, root, paths[0])
+    n_volumes, _ = read_response_shape(paths, mask)
+    trim_start, trim_end = trims
+    if n_volumes - trim_start - trim_end <= 0:
+        raise BrainencInputError(
+            paths[0], f"has {n_volumes} volumes; none are left after trimming "
+            f"{trim_start} + {trim_end} (brainenc.json)"
+        )
+    return Run(
+        subject=entities["sub"],
+        name="_".join(f"{k}-{v}" for k, v in key if k != "sub"),
+        modality=stimulus.modality,
+        stimulus=stimulus.name,
+        stimulus_path=stimulus.path,
+        tr_grid=scan_grid(tr, n_volumes, stimulus.onset),
+        trim_start=trim_start,
+        trim_end=trim_end,
+        response_paths=paths,
+        mask_path=mask,
+        space=space,
+        response_is_trimmed=False,
+    )
+
+
+def _choose_response(files: _RunFiles, prefer: str) -> tuple[tuple[Path, ...], Path | None, str]:
+    pairs = {variant: pair for variant, pair in files.surfaces.items()
+             if "L" in pair and "R" in pair}
+    fsaverage5 = [(pair["L"], pair["R"]) for variant, pair in sorted(pairs.items())
+                  if dict(variant).get("space") == SURFACE_SPACE]
+    other_surfaces = [(pair["L"], pair["R"]) for variant, pair in sorted(pairs.items())
+                      if dict(variant).get("space") != SURFACE_SPACE]
+
+    def volume_rank(variant):
+        space = dict(variant).get("space", "")
+        return (space != PREFERRED_VOLUME_SPACE, not space.startswith("MNI152"), variant)
+
+    volumes = [(files.volumes[variant], files.masks[variant])
+               for variant in sorted(files.volumes, key=volume_rank) if variant in files.masks]
+
+    surface_choice = [(pair, None, "fsaverage5") for pair in fsaverage5]
+    volume_choice = [((bold,), mask, "volume") for bold, mask in volumes]
+    ordered = (surface_choice + volume_choice if prefer == "surface"
+               else volume_choice + surface_choice)
+    ordered += [(pair, None, "unknown") for pair in other_surfaces]
+    if not ordered:
+        found = ", ".join(p.name for p in files.all_files())
+        raise BrainencInputError(
+            files.directory,
+            f"no usable response for this run among {found}: expected a hemi-L/hemi-R "
+            "surface pair or a desc-preproc bold volume with its desc-brain mask",
+        )
+    return ordered[0]
+
+
+def _raw_bids_files(key: tuple, root: Path, suffix: str) -> list[Path]:
+    """Where the raw BIDS dataset may hold a run's ``<suffix>`` file, most specific first.
+
+    The run's own file in ``sub-*/[ses-*/]func/``, then the files at the
+    dataset root that BIDS inheritance applies to every subject.
+    """
+    entities = dict(key)
+    raw_func = root / f"sub-{entities['sub']}"
+    if "ses" in entities:
+        raw_func = raw_func / f"ses-{entities['ses']}"
+    run_prefix = "_".join(f"{k}-{v}" for k, v in key)
+    task_level = "_".join(f"{k}-{v}" for k, v in key if k not in ("sub", "ses"))
+    return list(dict.fromkeys([
+        raw_func / "func" / f"{run_prefix}_{suffix}",
+        root / f"{task_level}_{suffix}",
+        root / f"task-{entities['task']}_{suffix}",
+    ]))
+
+
+def _sidecar_of(path: Path) -> Path:
+    name = path.name
+    extension = parse_bids_name(name).extension
+    return path.with_name(name[: len(name) - len(extension)] + ".json")
+
+
+def _repetition_time(key: tuple, files: _RunFiles, paths: tuple[Path, ...], root: Path) -> float:
+    candidates = [_sidecar_of(p) for p in paths] + sorted(files.sidecars) + _raw_bids_files(
+        key, root, "bold.json")
+    for sidecar in dict.fromkeys(candidates):
+        if sidecar.is_file():
+            content = read_json_object(sidecar)
+            if "RepetitionTime" in content:
+                return _positive_seconds(content["RepetitionTime"], sidecar, "RepetitionTime")
+
+    volumes = [p for p in paths if p.name.endswith((".nii", ".nii.gz"))] + sorted(
+        files.volumes.values())
+    for volume in dict.fromkeys(volumes):
+        tr = _nifti_tr(volume)
+        if tr is not None:
+            return tr
+    surfaces = [p for p in paths if p.name.endswith(".func.gii")] + sorted(
+        p for pair in files.surfaces.values() for p in pair.values())
+    for surface in dict.fromkeys(surfaces):
+        tr = gifti_time_step(surface)
+        if tr is not None:
+            return tr
+    raise BrainencInputError(
+        paths[0], "no repetition time found: looked for RepetitionTime in the sidecar JSON "
+        "files, the NIfTI header and the GIFTI TimeStep metadata"
+    )
+
+
+def _positive_seconds(value, path: Path, what: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BrainencInputError(path, f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise BrainencInputError(path, f"{what} must be positive, got {value!r}")
+    return seconds
+
+
+def _nifti_tr(path: Path) -> float | None:
+    try:
+        header = nib.load(str(path)).header
+    except Exception as error:
+        raise BrainencInputError(path, f"cannot read the NIfTI header ({error})") from error
+    zooms = header.get_zooms()
+    if len(zooms) < 4 or not zooms[3] > 0:
+        return None
+    unit = header.get_xyzt_units()[1]
+    return float(zooms[3]) * TIME_UNIT_SECONDS.get(unit, 1.0)
+
+
+def gifti_time_step(path: Path) -> float | None:
+    """The ``TimeStep`` metadata of a GIFTI file in seconds (stored in ms), or None."""
+    try:
+        image = nib.load(str(path))
+    except Exception as error:
+        raise BrainencInputError(path, f"cannot read the GIFTI file ({error})") from error
+    metas = [image.meta] + [darray.meta for darray in getattr(image, "darrays", [])[:1]]
+    for meta in metas:
+        if meta is not None and "TimeStep" in meta:
+            return _positive_seconds(meta["TimeStep"], path, "TimeStep") / 1000.0
+    return None
+
+
+
+@dataclass(frozen=True)
+class _Stimulus:
+    name: str
+    path: Path | None
+    onset: float
+    modality: str
+
+
+def _find_stimulus(key: tuple, root: Path, response: Path) -> _Stimulus:
+    entities = dict(key)
+    events = next((p for p in _raw_bids_files(key, root, "events.tsv") if p.is_file()), None)
+    stimuli = root / "stimuli"
+
+    file_name, onset, modality = None, 0.0, None
+    if events is not None:
+        header, rows = read_tsv(events)
+        chosen = None
+        if "stim_file" in header:
+            chosen = next(((line, row) for line, row in rows
+                           if row["stim_file"] not in MISSING_CELLS), None)
+        if chosen is not None:
+            line, row = chosen
+            file_name = row["stim_file"]
+            if "onset" not in header:
+                raise BrainencInputError(events, "has a 'stim_file' column but no 'onset' column")
+            try:
+                onset = float(row["onset"])
+            except ValueError:
+                raise BrainencInputError(
+                    events, f"line {line}: onset {row['onset']!r} is not a number"
+                ) from None
+            if not math.isfinite(onset):
+                raise BrainencInputError(events, f"line {line}: onset must be finite")
+        if "modality" in header:
+            values = ([chosen[1]["modality"]] if chosen is not None else []) + [
+                row["modality"] for _, row in rows]
+            modality = next((v for v in values if v not in MISSING_CELLS), None)
+            if modality is not None:
+                modality = modality.lower()
+                if modality not in KIND_MODALITY.values():
+                    raise BrainencInputError(
+                        events, f"unknown modality {modality!r}; expected 'story' or 'movie'"
+                    )
+
+    if file_name is not None:
+        candidates = [stimuli / file_name, root / file_name]
+        path = next((p for p in candidates if p.is_file()), None)
+        kind = stimulus_kind(file_name)
+        name = stimulus_name(file_name)
+        source = events
+    else:
+        path = _stimulus_by_task(entities, stimuli, response)
+        kind = stimulus_kind(path)
+        name = stimulus_name(path)
+        source = path
+    if modality is None:
+        if kind is None:
+            raise BrainencInputError(
+                source, f"cannot tell whether stimulus {name!r} is a story or a movie: "
+                "add a 'modality' column (story or movie) to the events file"
+            )
+        modality = KIND_MODALITY[kind]
+    return _Stimulus(name=name, path=path, onset=onset, modality=modality)
+
+
+def _stimulus_by_task(entities: dict, stimuli: Path, response: Path) -> Path:
+    names = [entities["task"]]
+    if "run" in entities:
+        names.insert(0, f"{entities['task']}_run-{entities['run']}")
+    files = sorted(p for p in stimuli.iterdir() if p.is_file()) if stimuli.is_dir() else []
+    for name in names:
+        matches = [p for p in files if stimulus_kind(p) is not None and stimulus_name(p) == name]
+        if len(matches) > 1:
+            raise BrainencInputError(
+                stimuli, f"several stimulus files for {name!r}: {[p.name for p in matches]}; "
+                "name the right one in the run's events file (stim_file column)"
+            )
+        if matches:
+            return matches[0]
+    raise BrainencInputError(
+        response, "no stimulus found for this run: no events file with a stim_file column, "
+        f"and no stimuli/{{{', '.join(names)}}}.TextGrid|_frames.tsv|video file"
+    )

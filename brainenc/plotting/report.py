@@ -1,0 +1,370 @@
+"""A self-contained HTML report of one or more transfer analyses, with its figures.
+
+Layout written into ``out_dir``::
+
+    report.html
+    figures/<subject>_<feature space>_r_<direction>.png   cortical maps (surface spaces)
+    figures/<subject>_<feature space>_transfer2d.png       2-D map of the two cross directions
+    figures/<subject>_<feature space>_histograms.png
+    figures/<subject>_<feature space>_scatter.png
+    figures/<subject>_<feature space>_within_vs_cross.png
+    figures/<subject>_<feature space>_ground_truth.png     with a ground truth
+    figures/comparison.png                                  with several results
+
+The HTML refers to the figures by relative paths, so the folder can be moved
+as a whole. Every file is written to a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from brainenc.errors import BrainencInputError
+from brainenc.io.atomic import write_text_atomic
+from brainenc.plotting import figures as figs
+from brainenc.plotting import surface
+from brainenc.results import CROSS, DIRECTIONS, TransferResult
+
+FIGURE_DIR = "figures"
+
+
+@dataclass
+class _Section:
+    """What the HTML shows for one result."""
+
+    result: TransferResult
+    maps: list[tuple[str, str]] = field(default_factory=list)  # (relative path, caption)
+    map_note: str | None = None
+    plots: list[tuple[str, str]] = field(default_factory=list)
+    ground_truth_table: str | None = None
+    ground_truth_note: str | None = None
+
+
+# -- formatting ---------------------------------------------------------------------------
+
+
+def format_r(value: float) -> str:
+    """Correlations in tables: three decimals, an en dash for NaN."""
+    if not np.isfinite(value):
+        return "–"
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
+def format_fraction(value: float) -> str:
+    """Fractions in tables: a percentage with one decimal, an en dash for NaN."""
+    return "–" if not np.isfinite(value) else f"{value:.1%}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "result"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+# -- ground truth ------------------------------------------------------------------------
+
+
+def _ground_truth_labels(ground_truth: Any) -> tuple[np.ndarray, list[str]]:
+    """Labels and names from a mapping ``{"labels", "names"}`` or an object with
+    ``category`` and ``category_names`` (a simulated subject's ground truth)."""
+    if isinstance(ground_truth, Mapping):
+        if "labels" not in ground_truth or "names" not in ground_truth:
+            raise BrainencInputError(None, "a ground truth mapping needs the keys 'labels' and 'names'")
+        labels, names = ground_truth["labels"], ground_truth["names"]
+    elif hasattr(ground_truth, "category") and hasattr(ground_truth, "category_names"):
+        labels, names = ground_truth.category, ground_truth.category_names
+    else:
+        raise BrainencInputError(
+            getattr(ground_truth, "path", None),
+            "ground truth must be a mapping with 'labels' and 'names', or have "
+            "'category' and 'category_names'",
+        )
+    labels = np.asarray(labels)
+    names = [str(n) for n in names]
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise BrainencInputError(None, f"ground-truth labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
+        raise BrainencInputError(None, f"ground-truth labels must lie in 0..{len(names) - 1}")
+    return labels, names
+
+
+# -- figures -----------------------------------------------------------------------------
+
+
+def _surface_inputs(result: TransferResult) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """Per-vertex arrays for the maps: significant r per direction, and the two cross r
+    (NaN where neither cross direction is significant); or why there are none."""
+    significant = {d: np.asarray(result.significant[d], bool) for d in DIRECTIONS}
+    either_cross = significant["story_to_movie"] | significant["movie_to_story"]
+    per_voxel = {d: np.where(significant[d], result.r[d], np.nan) for d in DIRECTIONS}
+    per_voxel["x"] = np.where(either_cross, result.r["story_to_movie"], np.nan)
+    per_voxel["y"] = np.where(either_cross, result.r["movie_to_story"], np.nan)
+    if result.space == "fsaverage5":
+        return {k: surface.check_fsaverage5(v, f"{k} of {figs.result_label(result)}")
+                for k, v in per_voxel.items()}, None
+    if result.space == "volume":
+        if not result.mask_path or not Path(result.mask_path).is_file():
+            return None, (f"Cortical maps skipped: the brain mask of this volume result "
+                          f"({result.mask_path or 'none recorded'}) is not available.")
+        keys = list(per_voxel)
+        projected = surface.volume_to_fsaverage5(np.stack([per_voxel[k] for k in keys]), result.mask_path)
+        return dict(zip(keys, projected)), None
+    return None, (f"Cortical maps skipped: response space is '{result.space}', which cannot "
+                  "be placed on a cortical surface (e.g. ds003020 voxels need pycortex).")
+
+
+def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, section: _Section) -> None:
+    inputs, note = _surface_inputs(result)
+    section.map_note = note
+    if inputs is None:
+        return
+    summaries = figs.direction_summaries(result)
+    significant_values = np.concatenate([np.abs(inputs[d][np.isfinite(inputs[d])]) for d in DIRECTIONS])
+    # One colour scale for the four directions, so that their maps compare.
+    vmax = float(np.percentile(significant_values, 99)) if significant_values.size else 0.1
+    vmax = vmax if vmax > 0 else 0.1
+    q = summaries[DIRECTIONS[0]].fdr_q
+    for direction in DIRECTIONS:
+        s = summaries[direction]
+        title = (f"{figs.result_label(result)}: {figs.direction_label(direction)} "
+                 f"({s.n_significant} significant, FDR q = {q:g})")
+        figure = surface.plot_fsaverage5(inputs[direction], title=title, vmax=vmax,
+                                         colorbar_label="r (significant vertices)")
+        name = f"{slug}_r_{direction}.png"
+        figs.save_figure(figure, fig_dir / name, dpi=dpi)
+        section.maps.append((f"{FIGURE_DIR}/{name}", f"r, {figs.direction_label(direction)}; "
+                             "vertices not significant after FDR show the sulcal background"))
+    figure = surface.plot_fsaverage5_2d(
+        inputs["x"], inputs["y"],
+        title=f"{figs.result_label(result)}: cross-modal transfer in both directions",
+    )
+    name = f"{slug}_transfer2d.png"
+    figs.save_figure(figure, fig_dir / name, dpi=dpi)
+    section.maps.append((f"{FIGURE_DIR}/{name}", "story → movie r and movie → story r through a "
+                         "2-D colour map; vertices significant in neither direction show the background"))
+
+
+def _plots(result: TransferResult, fig_dir: Path, slug: str, dpi: int, section: _Section) -> None:
+    for suffix, make, caption in (
+        ("histograms", figs.plot_histograms, "Distribution of r per direction; significant voxels in colour."),
+        ("scatter", figs.plot_transfer_scatter, "story → movie r against movie → story r, by significance."),
+        ("within_vs_cross", figs.plot_within_vs_cross,
+         "Within-modality against cross-modal r for each trained model."),
+    ):
+        name = f"{slug}_{suffix}.png"
+        figs.save_figure(make(result), fig_dir / name, dpi=dpi)
+        section.plots.append((f"{FIGURE_DIR}/{name}", caption))
+
+
+def _ground_truth_part(result, labels, names, fig_dir, slug, dpi, section) -> None:
+    if labels.shape != (result.n_voxels,):
+        section.ground_truth_note = (f"Ground truth skipped: it labels {labels.size} vertices, "
+                                     f"the result has {result.n_voxels} voxels.")
+        return
+    name = f"{slug}_ground_truth.png"
+    figs.save_figure(figs.plot_ground_truth_summary(result, labels, names), fig_dir / name, dpi=dpi)
+    section.plots.append((f"{FIGURE_DIR}/{name}", "Mean r (± s.e.m.) per ground-truth category."))
+    mean_r, _, auc = figs.category_scores(result, labels, len(names))
+    counts = np.bincount(labels, minlength=len(names))
+    header = "".join(f"<th>{_e(figs.direction_label(d))}<br>mean r</th><th>AUC</th>" for d in DIRECTIONS)
+    rows = []
+    for c, label in enumerate(names):
+        cells = "".join(f"<td>{format_r(mean_r[i, c])}</td><td>{format_r(auc[i, c])}</td>"
+                        for i in range(len(DIRECTIONS)))
+        rows.append(f"<tr><th>{_e(label)}</th><td>{counts[c]}</td>{cells}</tr>")
+    section.ground_truth_table = (
+        "<table><tr><th>category</th><th>voxels</th>" + header + "</tr>" + "".join(rows) + "</table>"
+        "<p class='note'>AUC: area under the ROC curve of r for telling the category's voxels "
+        "from all others (0.5 = chance).</p>"
+    )
+
+
+# -- HTML --------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th { background: #f2f2f2; } td.label, th.label { text-align: left; }
+tr.cross td, tr.cross th { background: #fbf7ea; }
+figure { display: inline-block; margin: .5em; vertical-align: top; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .85em; color: #555; max-width: 560px; }
+.note { color: #8a5a00; } .small { font-size: .85em; color: #555; }
+"""
+
+
+def _summary_table(result: TransferResult) -> str:
+    summaries = figs.direction_summaries(result)
+    rows = []
+    for d in DIRECTIONS:
+        s = summaries[d]
+        kind = "cross" if d in CROSS else "within"
+        rows.append(
+            f"<tr class='{kind}'><th class='label'>{_e(figs.direction_label(d))}</th><td>{kind}</td>"
+            f"<td>{s.n_voxels}</td><td>{s.n_significant}</td>"
+            f"<td>{format_fraction(s.fraction_significant)}</td><td>{format_r(s.mean_r)}</td>"
+            f"<td>{format_r(s.mean_r_significant)}</td><td>{format_r(s.max_r)}</td></tr>"
+        )
+    return (
+        "<table><tr><th class='label'>direction</th><th>kind</th><th>voxels</th><th>significant</th>"
+        "<th>fraction significant</th><th>mean r</th><th>mean r (significant)</th><th>max r</th></tr>"
+        + "".join(rows) + "</table>"
+    )
+
+
+def _settings_table(settings: Mapping) -> str:
+    if not settings:
+        return "<p class='small'>No settings recorded.</p>"
+    rows = []
+    for key, value in settings.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        rows.append(f"<tr><th class='label'>{_e(key)}</th><td class='label'>{_e(text)}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _figure_html(path: str, caption: str) -> str:
+    return (f"<figure><img src='{_e(path)}' alt='{_e(caption)}'>"
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _section_html(section: _Section, anchor: str) -> str:
+    result = section.result
+    parts = [
+        f"<h2 id='{_e(anchor)}'>{_e(figs.result_label(result))}</h2>",
+        f"<p class='small'>Subject {_e(result.subject)}, feature space {_e(result.feature_space)}, "
+        f"{result.n_voxels} voxels, response space {_e(result.space)}.</p>",
+        "<h3>Summary</h3>",
+        _summary_table(result),
+        "<h3>Cortical maps</h3>",
+    ]
+    if section.map_note:
+        parts.append(f"<p class='note'>{_e(section.map_note)}</p>")
+    parts.extend(_figure_html(p, c) for p, c in section.maps)
+    parts.append("<h3>Distributions</h3>")
+    parts.extend(_figure_html(p, c) for p, c in section.plots)
+    if section.ground_truth_table or section.ground_truth_note:
+        parts.append("<h3>Ground truth</h3>")
+        if section.ground_truth_note:
+            parts.append(f"<p class='note'>{_e(section.ground_truth_note)}</p>")
+        if section.ground_truth_table:
+            parts.append(section.ground_truth_table)
+    parts.append("<h3>Settings</h3>")
+    parts.append(_settings_table(result.settings))
+    return "\n".join(parts)
+
+
+def _comparison_html(results: Sequence[TransferResult], figure_path: str) -> str:
+    header = "".join(f"<th>{_e(figs.direction_label(d))}</th>" for d in DIRECTIONS)
+    tables = []
+    for title, key, fmt in (
+        ("Fraction of voxels significant", "fraction_significant", format_fraction),
+        ("Mean r of significant voxels", "mean_r_significant", format_r),
+        ("Mean r of all voxels", "mean_r", format_r),
+    ):
+        rows = []
+        for result in results:
+            summaries = figs.direction_summaries(result)
+            cells = "".join(f"<td>{fmt(getattr(summaries[d], key))}</td>" for d in DIRECTIONS)
+            rows.append(f"<tr><th class='label'>{_e(figs.result_label(result))}</th>{cells}</tr>")
+        tables.append(f"<h3>{_e(title)}</h3><table><tr><th class='label'>result</th>{header}</tr>"
+                      + "".join(rows) + "</table>")
+    return ("<h2 id='comparison'>Comparison across feature spaces</h2>"
+            "<p class='small'>Representations that transfer better across modalities have more "
+            "significant voxels and higher r in the cross-modal directions (story → movie, "
+            "movie → story).</p>" + "".join(tables)
+            + _figure_html(figure_path, "Fraction significant and mean r of significant voxels "
+                           "per direction and result."))
+
+
+def write_report(
+    results: Sequence[TransferResult],
+    out_dir: str | Path,
+    title: str = "brainenc transfer report",
+    ground_truth: Any = None,
+    dpi: int = 90,
+) -> Path:
+    """Write ``out_dir/report.html`` and its figures in ``out_dir/figures``.
+
+    Parameters
+    ----------
+    results : sequence of TransferResult
+        One per subject and feature space.
+    out_dir : path-like
+    title : str
+    ground_truth : mapping or object, optional
+        Per-voxel categories: a mapping with ``labels`` (int array, one code
+        per voxel) and ``names`` (one name per code), or an object with
+        ``category`` and ``category_names`` attributes. Adds mean r and ROC
+        AUC by category for each result with as many voxels as labels.
+    dpi : int
+        Resolution of the PNG figures.
+
+    Returns
+    -------
+    Path
+        The HTML file.
+
+    Notes
+    -----
+    Cortical maps show r of FDR-significant voxels. They are drawn for
+    ``fsaverage5`` results, and for ``volume`` results whose mask is available
+    (projected with :func:`brainenc.plotting.surface.volume_to_fsaverage5`);
+    for ``unknown`` spaces the report says why there are none.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("write_report needs at least one result")
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / FIGURE_DIR
+    truth = _ground_truth_labels(ground_truth) if ground_truth is not None else None
+
+    sections, slugs = [], set()
+    for result in results:
+        slug = _slug(f"{result.subject}_{result.feature_space}")
+        base, k = slug, 2
+        while slug in slugs:
+            slug, k = f"{base}-{k}", k + 1
+        slugs.add(slug)
+        section = _Section(result)
+        _map_figures(result, fig_dir, slug, dpi, section)
+        _plots(result, fig_dir, slug, dpi, section)
+        if truth is not None:
+            _ground_truth_part(result, truth[0], truth[1], fig_dir, slug, dpi, section)
+        sections.append((slug, section))
+
+    body = [f"<h1>{_e(title)}</h1>"]
+    body.append("<p>Voxelwise encoding models trained on one modality (stories or movies) and "
+                "tested on held-out runs of the same modality (within) and of the other "
+                "modality (cross-modal transfer). r: Pearson correlation between predicted and "
+                "measured responses; significance by block permutation with Benjamini–Hochberg "
+                "FDR control. Fractions count voxels with a defined r.</p>")
+    links = [f"<li><a href='#{_e(slug)}'>{_e(figs.result_label(s.result))}</a></li>" for slug, s in sections]
+    if len(results) > 1:
+        links.append("<li><a href='#comparison'>Comparison across feature spaces</a></li>")
+    body.append("<ul>" + "".join(links) + "</ul>")
+    body.extend(_section_html(section, slug) for slug, section in sections)
+    if len(results) > 1:
+        name = "comparison.png"
+        figs.save_figure(figs.plot_feature_space_comparison(results), fig_dir / name, dpi=dpi)
+        body.append(_comparison_html(results, f"{FIGURE_DIR}/{name}"))
+
+    document = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(body) + "\n</body></html>\n"
+    )
+    path = out_dir / "report.html"
+    write_text_atomic(path, document)
+    return path

@@ -1,0 +1,409 @@
+"""Cortical maps on the fsaverage5 surface, and volume-to-surface projection.
+
+Per-vertex arrays hold the left hemisphere then the right one (10 242 vertices
+each, 20 484 in all), the order of fMRIPrep's fsaverage5 outputs. The meshes
+and the sulcal-depth background ship with nilearn, so nothing is downloaded.
+
+Figures are built as :class:`matplotlib.figure.Figure` objects with an Agg
+canvas, independent of pyplot and of any interactive backend.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Colormap, ListedColormap, Normalize
+from matplotlib.figure import Figure
+
+from brainenc.errors import BrainencInputError
+
+N_VERTICES_PER_HEMISPHERE: int = 10_242
+N_VERTICES: int = 2 * N_VERTICES_PER_HEMISPHERE
+HEMISPHERES: tuple[str, ...] = ("left", "right")
+#: Panels of every cortical map: (hemisphere, view), laid out row by row in a 2 × 2 grid.
+PANELS: tuple[tuple[str, str], ...] = (
+    ("left", "lateral"),
+    ("right", "lateral"),
+    ("left", "medial"),
+    ("right", "medial"),
+)
+MESHES: tuple[str, ...] = ("inflated", "pial", "white_matter", "sphere")
+
+#: Corner colours of the 2-D transfer colour map at (x, y) = (0, 0), (1, 0), (0, 1), (1, 1):
+#: neither direction, story → movie only, movie → story only, both.
+BIVARIATE_CORNERS: np.ndarray = np.array(
+    [
+        [0.88, 0.88, 0.85],
+        [0.90, 0.30, 0.05],
+        [0.10, 0.45, 0.90],
+        [0.45, 0.05, 0.50],
+    ]
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _fsaverage5():
+    from nilearn import datasets
+
+    return datasets.load_fsaverage("fsaverage5")
+
+
+@functools.lru_cache(maxsize=len(MESHES))
+def _sulcal_depth(mesh: str) -> dict[str, np.ndarray]:
+    from nilearn import datasets
+
+    image = datasets.load_fsaverage_data(mesh="fsaverage5", mesh_type=mesh, data_type="sulcal")
+    return {hemi: np.asarray(image.data.parts[hemi], dtype=float) for hemi in HEMISPHERES}
+
+
+def _mesh(mesh: str, hemi: str):
+    if mesh not in MESHES:
+        raise ValueError(f"unknown mesh {mesh!r}; expected one of {MESHES}")
+    return _fsaverage5()[mesh].parts[hemi]
+
+
+def check_fsaverage5(values: np.ndarray, name: str = "values") -> np.ndarray:
+    """Return ``values`` as a float array after checking it has one value per fsaverage5 vertex.
+
+    Raises
+    ------
+    BrainencInputError
+        If the length is not 20 484 (10 242 per hemisphere, left then right).
+    """
+    values = np.asarray(values, dtype=float)
+    if values.shape != (N_VERTICES,):
+        raise BrainencInputError(
+            None,
+            f"{name} has shape {values.shape}; an fsaverage5 map needs {N_VERTICES} values "
+            f"({N_VERTICES_PER_HEMISPHERE} per hemisphere, left then right)",
+        )
+    return values
+
+
+def _split(values: np.ndarray) -> dict[str, np.ndarray]:
+    return {"left": values[:N_VERTICES_PER_HEMISPHERE], "right": values[N_VERTICES_PER_HEMISPHERE:]}
+
+
+def _resolve_cmap(cmap: str | Colormap) -> Colormap:
+    if isinstance(cmap, Colormap):
+        return cmap
+    from nilearn.plotting import cm as nilearn_cm
+
+    named = getattr(nilearn_cm, cmap, None)
+    return named if isinstance(named, Colormap) else matplotlib.colormaps[cmap]
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _surface_axes(figure: Figure, right_margin: float, top: float) -> list:
+    """Four 3-D axes in a 2 × 2 grid (see :data:`PANELS`) that leave room on the right."""
+    width = (1.0 - right_margin) / 2
+    height = top / 2
+    axes = []
+    for index in range(len(PANELS)):
+        row, col = divmod(index, 2)
+        rect = (col * width, top - (row + 1) * height, width, height)
+        axes.append(figure.add_axes(rect, projection="3d"))
+    return axes
+
+
+def _draw_panels(figure, axes, values, *, cmap, vmin, vmax, threshold, mesh, avg_method):
+    from nilearn.plotting import plot_surf
+
+    parts = _split(values)
+    sulcal = _sulcal_depth(mesh)
+    for ax, (hemi, view) in zip(axes, PANELS):
+        plot_surf(
+            _mesh(mesh, hemi),
+            surf_map=parts[hemi],
+            bg_map=sulcal[hemi],
+            hemi=hemi,
+            view=view,
+            cmap=cmap,
+            colorbar=False,
+            avg_method=avg_method,
+            threshold=threshold,
+            vmin=vmin,
+            vmax=vmax,
+            axes=ax,
+            figure=figure,
+        )
+        # nilearn leaves a wide margin around the mesh; zoom in to use the panel.
+        ax.set_box_aspect(None, zoom=1.45)
+        ax.set_title(f"{hemi} {view}", fontsize=9, pad=-4)
+
+
+def plot_fsaverage5(
+    values: np.ndarray,
+    title: str | None = None,
+    vmax: float | None = None,
+    threshold: float | None = None,
+    cmap: str | Colormap = "cold_hot",
+    symmetric: bool = True,
+    mesh: str = "inflated",
+    colorbar_label: str | None = None,
+) -> Figure:
+    """Plot one value per fsaverage5 vertex: lateral and medial views of both hemispheres.
+
+    Parameters
+    ----------
+    values : ndarray of shape (20484,)
+        Left hemisphere then right. NaN vertices show the background (sulcal
+        depth), e.g. to hide non-significant vertices.
+    title : str, optional
+    vmax : float, optional
+        Upper end of the colour scale; by default the largest absolute
+        (``symmetric``) or largest finite value.
+    threshold : float, optional
+        Vertices with ``|value| < threshold`` show the background.
+    cmap : str or Colormap
+        A nilearn colour-map name (``"cold_hot"``), a matplotlib one, or a
+        :class:`~matplotlib.colors.Colormap`.
+    symmetric : bool
+        Colour scale from ``-vmax`` to ``vmax``; otherwise from the smallest
+        finite value to ``vmax``.
+    mesh : {"inflated", "pial", "white_matter", "sphere"}
+    colorbar_label : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Four surface panels (see :data:`PANELS`) and a colour bar.
+
+    Raises
+    ------
+    BrainencInputError
+        If ``values`` does not hold 20 484 values.
+    """
+    values = check_fsaverage5(values)
+    finite = values[np.isfinite(values)]
+    if vmax is None:
+        if not finite.size:
+            vmax = 1.0
+        elif symmetric:
+            vmax = float(np.abs(finite).max()) or 1.0
+        else:
+            vmax = float(finite.max())
+    elif symmetric and vmax <= 0:
+        raise ValueError(f"a symmetric colour scale needs vmax > 0, got {vmax}")
+    vmin = -vmax if symmetric else (float(finite.min()) if finite.size else vmax - 1.0)
+    if vmin >= vmax:  # a constant map: give the colour scale a width
+        vmin = vmax - 1.0
+    colormap = _resolve_cmap(cmap)
+
+    figure = _new_figure(8.0, 6.2)
+    top = 0.92 if title else 1.0
+    axes = _surface_axes(figure, right_margin=0.12, top=top)
+    _draw_panels(figure, axes, values, cmap=colormap, vmin=vmin, vmax=vmax,
+                 threshold=threshold, mesh=mesh, avg_method="mean")
+    cax = figure.add_axes((0.86, 0.25, 0.025, 0.5 * top))
+    colorbar = figure.colorbar(ScalarMappable(Normalize(vmin, vmax), colormap), cax=cax)
+    if colorbar_label:
+        colorbar.set_label(colorbar_label)
+    if title:
+        figure.suptitle(title, fontsize=12)
+    return figure
+
+
+# -- 2-D colour map ----------------------------------------------------------------------
+
+
+def bivariate_colors(x: np.ndarray, y: np.ndarray, vmax: float) -> np.ndarray:
+    """RGB colours of the 2-D transfer colour map.
+
+    ``x`` and ``y`` are clipped to ``[0, vmax]`` (negative transfer shows as
+    none) and the colour interpolates bilinearly between
+    :data:`BIVARIATE_CORNERS`.
+
+    Returns
+    -------
+    ndarray of shape (..., 3)
+    """
+    u = np.clip(np.asarray(x, dtype=float) / vmax, 0.0, 1.0)[..., None]
+    v = np.clip(np.asarray(y, dtype=float) / vmax, 0.0, 1.0)[..., None]
+    c00, c10, c01, c11 = BIVARIATE_CORNERS
+    return (1 - u) * (1 - v) * c00 + u * (1 - v) * c10 + (1 - u) * v * c01 + u * v * c11
+
+
+def plot_fsaverage5_2d(
+    x: np.ndarray,
+    y: np.ndarray,
+    title: str | None = None,
+    vmax: float | None = None,
+    mask: np.ndarray | None = None,
+    xlabel: str = "story → movie r",
+    ylabel: str = "movie → story r",
+    mesh: str = "inflated",
+    n_levels: int = 24,
+) -> Figure:
+    """Colour each vertex by a pair of values through a 2-D colour map, with its legend.
+
+    Meant for cross-modal transfer: ``x`` the story→movie and ``y`` the
+    movie→story correlation. The colour map is sampled on an
+    ``n_levels × n_levels`` grid; each vertex is drawn with the colour of its
+    grid cell (nilearn colours faces through a 1-D colour map, so the cells are
+    numbered and listed in one).
+
+    Parameters
+    ----------
+    x, y : ndarray of shape (20484,)
+    title : str, optional
+    vmax : float, optional
+        Value mapped to the full colour on both axes; default: the 99th
+        percentile of the positive values of ``x`` and ``y``.
+    mask : ndarray of bool, shape (20484,), optional
+        Vertices outside the mask (and vertices where ``x`` or ``y`` is NaN)
+        show the background.
+    xlabel, ylabel : str
+        Legend axis labels.
+    mesh : {"inflated", "pial", "white_matter", "sphere"}
+    n_levels : int
+        Colour levels per axis.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Four surface panels and a legend axes (a 2-D colour square).
+    """
+    x = check_fsaverage5(x, "x")
+    y = check_fsaverage5(y, "y")
+    shown = np.isfinite(x) & np.isfinite(y)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (N_VERTICES,):
+            raise BrainencInputError(None, f"mask has shape {mask.shape}; expected ({N_VERTICES},)")
+        shown &= mask
+    if vmax is None:
+        positive = np.concatenate([x[shown & (x > 0)], y[shown & (y > 0)]])
+        vmax = float(np.percentile(positive, 99)) if positive.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+
+    levels = np.linspace(0.0, vmax, n_levels)
+    iu = np.rint(np.clip(np.where(shown, x, 0.0) / vmax, 0, 1) * (n_levels - 1)).astype(int)
+    iv = np.rint(np.clip(np.where(shown, y, 0.0) / vmax, 0, 1) * (n_levels - 1)).astype(int)
+    cell = np.where(shown, iu * n_levels + iv, np.nan)
+    grid_u, grid_v = np.meshgrid(levels, levels, indexing="ij")
+    palette = ListedColormap(bivariate_colors(grid_u.ravel(), grid_v.ravel(), vmax))
+
+    figure = _new_figure(9.0, 6.2)
+    top = 0.92 if title else 1.0
+    axes = _surface_axes(figure, right_margin=0.22, top=top)
+    # "min" keeps a face on the colour of one of its vertices: averaging cell numbers
+    # would produce an unrelated cell.
+    _draw_panels(figure, axes, cell, cmap=palette, vmin=-0.5, vmax=n_levels**2 - 0.5,
+                 threshold=None, mesh=mesh, avg_method="min")
+
+    legend = figure.add_axes((0.82, 0.38, 0.15, 0.15 * 9.0 / 6.2))
+    square = bivariate_colors(*np.meshgrid(levels, levels, indexing="xy"), vmax)
+    legend.imshow(square, origin="lower", extent=(0, vmax, 0, vmax))
+    legend.set_xlabel(xlabel, fontsize=8)
+    legend.set_ylabel(ylabel, fontsize=8)
+    legend.tick_params(labelsize=7)
+    legend.set_xticks([0, vmax])
+    legend.set_yticks([0, vmax])
+    legend.set_xticklabels(["≤0", f"{vmax:.2g}"])
+    legend.set_yticklabels(["≤0", f"{vmax:.2g}"])
+    if title:
+        figure.suptitle(title, fontsize=12)
+    return figure
+
+
+# -- volume to surface -------------------------------------------------------------------
+
+
+def volume_to_fsaverage5(
+    values: np.ndarray, mask_path: str | Path, min_coverage: float = 0.5
+) -> np.ndarray:
+    """Project per-voxel values onto the fsaverage5 surface (both hemispheres).
+
+    The values are put back into the mask's volume (voxel order of
+    :func:`nilearn.masking.apply_mask`, the mask's nonzero voxels in C order)
+    and sampled between the white-matter and pial surfaces of each vertex with
+    :func:`nilearn.surface.vol_to_surf` (linear interpolation). The volume must
+    be in MNI space, the space of fsaverage5's coordinates.
+
+    Voxels outside the mask and NaN voxels are treated as missing, not as
+    zeros: the image of the values and the image of the valid voxels are
+    projected alike and divided, so each vertex gets the interpolation-weighted
+    mean of its valid voxels. A vertex whose samples fall on valid voxels with
+    a total weight below ``min_coverage`` is NaN.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_voxels,) or (n_maps, n_voxels)
+    mask_path : path-like
+        Brain mask (NIfTI); voxels with a value > 0 are in the mask.
+    min_coverage : float
+        Smallest fraction (0–1] of a vertex's samples that must fall on valid voxels.
+
+    Returns
+    -------
+    ndarray of shape (20484,) or (n_maps, 20484)
+
+    Raises
+    ------
+    BrainencInputError
+        If the mask cannot be read, is not 3-D, or holds another number of
+        voxels than ``values``.
+    """
+    import nibabel as nib
+    from nilearn import masking, surface
+
+    mask_path = Path(mask_path)
+    values = np.asarray(values, dtype=float)
+    single = values.ndim == 1
+    maps = values[None, :] if single else values
+    if maps.ndim != 2:
+        raise ValueError(f"values must be (n_voxels,) or (n_maps, n_voxels), got {values.shape}")
+    if not mask_path.is_file():
+        raise BrainencInputError(mask_path, "brain mask not found")
+    try:
+        mask_image = nib.load(str(mask_path))
+        mask_data = np.asanyarray(mask_image.dataobj)
+    except Exception as exc:  # nibabel raises several unrelated types for unreadable files
+        raise BrainencInputError(mask_path, f"cannot read the brain mask as NIfTI ({exc})") from exc
+    if mask_data.ndim == 4 and mask_data.shape[3] == 1:
+        mask_data = mask_data[..., 0]
+    if mask_data.ndim != 3:
+        raise BrainencInputError(mask_path, f"a brain mask must be 3-D, this one has shape {mask_data.shape}")
+    inside = mask_data > 0
+    if int(inside.sum()) != maps.shape[1]:
+        raise BrainencInputError(
+            mask_path, f"the mask holds {int(inside.sum())} voxels but {maps.shape[1]} values were given"
+        )
+    binary_mask = nib.Nifti1Image(inside.astype(np.uint8), mask_image.affine)
+
+    valid = np.isfinite(maps)
+    # Images 0..k-1: values (0 where missing); images k..2k-1: where they are valid.
+    stacked = np.concatenate([np.where(valid, maps, 0.0), valid.astype(float)])
+    image = masking.unmask(stacked, binary_mask)
+
+    n_maps = maps.shape[0]
+    projected = []
+    for hemi in HEMISPHERES:
+        with warnings.catch_warnings():
+            # Samples outside the image are NaN; an all-NaN vertex is handled below.
+            warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
+            texture = surface.vol_to_surf(
+                image,
+                _mesh("pial", hemi),
+                inner_mesh=_mesh("white_matter", hemi),
+                interpolation="linear",
+            )
+        texture = np.asarray(texture, dtype=float).reshape(-1, 2 * n_maps)
+        numerator, coverage = texture[:, :n_maps], texture[:, n_maps:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = numerator / coverage
+        ratio[~(coverage >= min_coverage)] = np.nan
+        projected.append(ratio.T)
+    result = np.concatenate(projected, axis=1)
+    return result[0] if single else result

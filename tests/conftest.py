@@ -1,0 +1,57 @@
+"""Shared fixtures: a small manifest dataset with a planted linear response."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def make_manifest_dataset(
+    root: Path,
+    n_runs: int = 3,
+    n_trs: int = 80,
+    n_voxels: int = 12,
+    n_features: int = 5,
+    tr: float = 2.0,
+    constant_voxels: tuple[int, ...] = (),
+    seed: int = 0,
+) -> Path:
+    """Write a manifest dataset: story and movie runs, one feature space ``feats``.
+
+    Both modalities' responses are the same linear map of their features at a
+    2-TR lag plus noise, so every direction (within and across) is predictable.
+    Responses are ``.npy`` files holding every volume (no trims).
+    """
+    from brainenc.io.features import write_stimulus_features
+
+    rng = np.random.default_rng(seed)
+    weights = rng.standard_normal((n_features, n_voxels))
+    rows = ["subject\trun\tmodality\tresponse\tstimulus\ttr"]
+    root.mkdir(parents=True, exist_ok=True)
+    for modality in ("story", "movie"):
+        for i in range(n_runs):
+            name = f"{modality}{i}"
+            # one event at each TR centre, where the Lanczos kernel (cutoff 1/TR) is 1 and
+            # vanishes at the neighbours: the design is the events themselves, delayed
+            times = tr * np.arange(n_trs) + tr / 2
+            data = rng.standard_normal((n_trs, n_features)).astype(np.float32)
+            write_stimulus_features(root / "features" / "feats" / f"{name}.hf5", data, times)
+            # the response at TR k follows the features 2 TRs earlier
+            signal = np.zeros((n_trs, n_voxels))
+            signal[2:] = data[:-2] @ weights
+            Y = signal + 0.5 * rng.standard_normal((n_trs, n_voxels))
+            Y[:, list(constant_voxels)] = 3.0
+            np.save(root / f"{name}.npy", Y.astype(np.float32))
+            rows.append(f"s1\t{name}\t{modality}\t{name}.npy\t{name}\t{tr}")
+    manifest = root / "brainenc_manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def manifest_dataset(tmp_path: Path) -> Path:
+    return make_manifest_dataset(tmp_path / "manifest_ds")
