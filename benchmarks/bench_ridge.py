@@ -193,9 +193,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{n_voxels} voxels, {len(alphas)} alphas logspace({lo}, {hi}), float32; "
           f"threads: {args.threads or 'library default'}")
 
-    start = time.perf_counter()
     backend = resolve_backend("auto")
-    print(f"VoxelwiseRidge backend: {backend} (auto choice took {time.perf_counter() - start:.2f} s, once)")
+    print(f"VoxelwiseRidge backend: {backend}")
 
     # warm-up on a tiny slice: thread pools and first-call dispatch stay out of the timings
     small = slice(0, min(50, n_voxels))

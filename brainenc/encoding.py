@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -222,46 +221,6 @@ def _backend_scope(name: str) -> Iterator[ModuleType]:
 
 
 @functools.lru_cache(maxsize=1)
-def _fastest_cpu_backend() -> str:
-    """Time the solver's core operations on numpy and torch; keep the faster.
-
-    The probe is a float32 product and a float64 eigendecomposition of the
-    shapes the solver uses, interleaved between the backends and repeated so
-    that a busy machine does not decide the outcome; torch must win by 10% to
-    be chosen, numpy being the default.
-    """
-    rng = np.random.default_rng(0)
-    left = rng.standard_normal((256, 512), dtype=np.float32)
-    right = rng.standard_normal((512, 2048), dtype=np.float32)
-    half = rng.standard_normal((512, 256))
-    gram = half @ half.T
-    backends = {}
-    for name in ("numpy", "torch"):
-        try:
-            backends[name] = importlib.import_module(f"himalaya.backend.{name}")
-        except ImportError:
-            continue
-    inputs = {name: (b.asarray(left), b.asarray(right), b.asarray(gram)) for name, b in backends.items()}
-
-    def run(name: str) -> float:
-        backend = backends[name]
-        a, b, g = inputs[name]
-        start = time.perf_counter()
-        backend.matmul(a, b)
-        _eigh_gram(backend, g, "float32")
-        return time.perf_counter() - start
-
-    best = {name: np.inf for name in backends}
-    for repeat in range(6):
-        for name in backends:
-            elapsed = run(name)
-            if repeat:  # the first round warms up thread pools and dispatch
-                best[name] = min(best[name], elapsed)
-    if "torch" in best and best["torch"] < 0.9 * best.get("numpy", np.inf):
-        return "torch"
-    return "numpy" if "numpy" in best else "torch"
-
-
 def resolve_backend(backend: str = "auto") -> str:
     """Name of the himalaya backend to compute with.
 
@@ -269,9 +228,8 @@ def resolve_backend(backend: str = "auto") -> str:
     ----------
     backend : str
         ``"auto"``: ``"torch_cuda"`` when PyTorch sees a CUDA device, otherwise
-        whichever of the CPU backends ``"numpy"`` and ``"torch"`` runs the
-        solver's core operations (a float32 product, a float64
-        eigendecomposition) faster on this machine, timed once per process.
+        ``"numpy"`` (on CPUs it ran this solver's products and
+        eigendecompositions as fast as or faster than ``"torch"``).
         Any himalaya backend name (``numpy``, ``torch``, ``torch_cuda``,
         ``cupy``, ``torch_mps``) is returned as is once it is known to load.
 
@@ -286,7 +244,7 @@ def resolve_backend(backend: str = "auto") -> str:
                 return "torch_cuda"
         except ImportError:
             pass
-        return _fastest_cpu_backend()
+        return "numpy"
     if backend not in ALL_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected 'auto' or one of {ALL_BACKENDS}")
     importlib.import_module(f"himalaya.backend.{backend}")  # fails early if unavailable

@@ -196,7 +196,7 @@ def run_transfer(
     if n_permutations > 0:
         # the smallest attainable p is 1/(n+1); BH flags k voxels only if k/m * q reaches it
         needed = n_total / (fdr_q * (n_permutations + 1))
-        if needed > 0.01 * n_total:
+        if needed > 0.05 * n_total:
             warnings.warn(
                 f"with {n_permutations} permutations the smallest p-value is "
                 f"1/{n_permutations + 1}: FDR at q={fdr_q} can flag voxels only if at least "
