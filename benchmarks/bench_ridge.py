@@ -37,7 +37,8 @@ import time
 import numpy as np
 from scipy.signal import lfilter
 
-from brainenc.encoding import (VoxelwiseRidge, leave_one_run_out, pearson_per_column,
+from brainenc.stats import pearson_r
+from brainenc.encoding import (VoxelwiseRidge, leave_one_run_out,
                                resolve_backend, ridge_weights)
 
 TOLERANCE_R = 1e-3
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     small = slice(0, min(50, n_voxels))
     time_ours(X, Y[:, small], X_test, lengths, alphas, backend)
     ours_pred, ours_alpha, ours_s = time_ours(X, Y, X_test, lengths, alphas, backend)
-    r_ours = pearson_per_column(Y_test, ours_pred)
+    r_ours = pearson_r(ours_pred, Y_test)
     print(f"VoxelwiseRidge fit+predict: {ours_s}")
 
     hima = {}
@@ -210,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(a) himalaya RidgeCV [{name}] fit+predict: {hima[name][2]}")
     hima_name = min(hima, key=lambda k: hima[k][2].wall)
     hima_pred, hima_alpha, hima_s = hima[hima_name]
-    r_hima = pearson_per_column(Y_test, hima_pred)
+    r_hima = pearson_r(hima_pred, Y_test)
 
     with Stopwatch() as boot_s:
         boot_pred, boot_alpha = bootstrap_ridge(X, Y, X_test, alphas, n_boots=args.boots)
-    r_boot = pearson_per_column(Y_test, boot_pred)
+    r_boot = pearson_r(boot_pred, Y_test)
     print(f"(b) bootstrap ridge ({args.boots} bootstraps, chunks of 40 TRs) fit+predict: {boot_s}")
 
     print()
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{np.nanmax(diff_a[~same_alpha]) if (~same_alpha).any() else 0.0:.2e}")
 
     closed = X_test @ ridge_weights(X, Y, boot_alpha, backend=backend)
-    diff_b = np.abs(pearson_per_column(Y_test, closed) - r_boot)
+    diff_b = np.abs(pearson_r(closed, Y_test) - r_boot)
     pass_b = np.nanmax(diff_b) < TOLERANCE_R
     ok &= bool(pass_b)
     print(f"(b) test r, closed-form refit at the bootstrap's alphas vs bootstrap: max |dr| = "

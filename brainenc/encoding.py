@@ -46,13 +46,13 @@ from himalaya.backend._utils import ALL_BACKENDS
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from brainenc.errors import BrainencInputError
+from brainenc.stats import pearson_r
 
 __all__ = [
     "ConstantVoxelWarning",
     "DEFAULT_ALPHAS",
     "VoxelwiseRidge",
     "leave_one_run_out",
-    "pearson_per_column",
     "resolve_backend",
     "ridge_weights",
 ]
@@ -634,7 +634,7 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
         if Y.shape != prediction.shape:
             raise BrainencInputError(None, f"Y must have shape {prediction.shape} to match X and the model; "
                                            f"got {Y.shape}")
-        return pearson_per_column(Y, prediction)
+        return pearson_r(prediction, Y)
 
     def coef_per_delay(self, n_delays: int) -> np.ndarray:
         """Weights split by delay, shape (n_delays, n_features // n_delays, n_voxels).
@@ -648,23 +648,3 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
         if not isinstance(n_delays, (int, np.integer)) or n_delays < 1 or n_features % n_delays:
             raise ValueError(f"n_delays must be a positive divisor of the {n_features} features; got {n_delays!r}")
         return self.coef_.reshape(n_delays, n_features // n_delays, self.coef_.shape[1])
-
-
-def pearson_per_column(Y_true: np.ndarray, Y_pred: np.ndarray) -> np.ndarray:
-    """Pearson correlation of matching columns (float64); NaN where undefined.
-
-    Parameters
-    ----------
-    Y_true, Y_pred : ndarray of shape (n_samples, n_columns)
-
-    Returns
-    -------
-    ndarray of shape (n_columns,)
-    """
-    a = np.asarray(Y_true, dtype=np.float64)
-    b = np.asarray(Y_pred, dtype=np.float64)
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    num = np.einsum("ij,ij->j", a, b)
-    den = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
-    return _safe_ratio(num, den, np.nan)

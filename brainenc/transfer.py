@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from brainenc.design import build_design, get_preset
+from brainenc.design import build_design, get_preset, zscore_columns
 from brainenc.encoding import VoxelwiseRidge
 from brainenc.errors import BrainencInputError
 from brainenc.io.dataset import MODALITIES, Dataset, Run
@@ -64,15 +64,6 @@ class ModalityData:
         return X, Y, [len(self.designs[i]) for i in indices]
 
 
-def zscore_responses(Y: np.ndarray) -> np.ndarray:
-    """Z-score each column of one run; constant columns become zeros."""
-    Y = np.asarray(Y, dtype=np.float32)
-    mean = Y.mean(axis=0)
-    std = Y.std(axis=0)
-    safe = np.where(std > 0, std, 1.0)
-    return ((Y - mean) / safe).astype(np.float32)
-
-
 def load_modality(runs: Sequence[Run], space: FeatureSpace, preset) -> ModalityData:
     """Design matrices (features → TR grid) and z-scored responses of ``runs``."""
     features = [space.load(run.stimulus) for run in runs]
@@ -87,7 +78,7 @@ def load_modality(runs: Sequence[Run], space: FeatureSpace, preset) -> ModalityD
                 f"has {Y.shape[1]} voxels but earlier runs of subject {run.subject} have {n_voxels}",
             )
         n_voxels = Y.shape[1]
-        responses.append(zscore_responses(Y))
+        responses.append(zscore_columns(Y).astype(np.float32))
     return ModalityData(list(runs), designs, responses)
 
 
