@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--n-movies", type=int, default=6, help="movie runs (default: 6)")
     sim.add_argument("--snr", type=float, default=None, help="signal-to-noise ratio in signal regions")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sim.add_argument("--movie-format", choices=["frames", "video"], default="frames",
+                     help="movies as frame-time tables (default) or as small mp4 videos")
 
     tr = sub.add_parser("transfer", help="within- and cross-modal encoding of one subject",
                         description="Fit voxelwise ridge models on stories and on movies, score "
@@ -63,6 +65,42 @@ def build_parser() -> argparse.ArgumentParser:
                     help="himalaya backend: auto (GPU when present), numpy, torch, torch_cuda")
     tr.add_argument("--no-report", action="store_true", help="skip figures and report.html")
     _add_analysis_options(tr)
+
+    ex = sub.add_parser("extract", help="features of a dataset's stimuli from a model, every layer",
+                        description="Run story words (with context) and movie frames through a "
+                        "Hugging Face model (hub id or local folder) or a word-embedding file and "
+                        "write one feature space per layer, cached by content.")
+    ex.add_argument("--dataset", type=Path, required=True,
+                    help="dataset folder (Huth, BIDS/fMRIPrep) or manifest .tsv")
+    ex.add_argument("--model", required=True,
+                    help="hub id or local folder of a model, or a word-embedding file (.txt/.h5)")
+    ex.add_argument("--modality", choices=["story", "movie", "both"], default="both",
+                    help="stimuli to embed (default: both that the model can embed)")
+    ex.add_argument("--layers", default="all",
+                    help="'all', indices ('8', '-1'), names ('text.3') or prefixes ('cross.*'), "
+                    "comma-separated (default: all)")
+    ex.add_argument("--out", type=Path, default=None,
+                    help="feature root (default: DATASET/features)")
+    ex.add_argument("--name", default="{model}_{label}",
+                    help="feature-space name template from {model}, {label}, {layer} "
+                    "(default: {model}_{label}, e.g. bridgetower-base_layer8)")
+    ex.add_argument("--subject", default=None, help="only this subject's stimuli")
+    ex.add_argument("--context-words", type=int, default=None,
+                    help="preceding words in each word's context (default: 20)")
+    ex.add_argument("--token-pooling", choices=["last", "mean"], default=None,
+                    help="a word's vector from its last token or the mean of its tokens")
+    ex.add_argument("--frame-pooling", choices=["cls", "mean"], default=None,
+                    help="a frame's vector from the CLS token or the mean of patch tokens")
+    ex.add_argument("--input-mode", choices=["towers", "neutral"], default=None,
+                    help="BridgeTower: towers alone, or the full model with a neutral input "
+                    "for the missing modality (adds the cross-modal layers)")
+    ex.add_argument("--fps", type=float, default=None,
+                    help="sample videos at this frame rate (default: every frame)")
+    ex.add_argument("--device", default=None, help="auto (GPU when present), cpu, cuda...")
+    ex.add_argument("--dtype", default=None, help="float32 (default), float16, bfloat16")
+    ex.add_argument("--batch-size", type=int, default=None, help="inputs per forward pass")
+    ex.add_argument("--force", action="store_true", help="recompute cached features")
+    ex.add_argument("--quiet", action="store_true", help="no progress bars")
 
     demo = sub.add_parser("demo", help="simulate a subject and run the whole analysis",
                           description="Simulate a subject, run the transfer analysis with a "
@@ -93,6 +131,28 @@ def _print_summaries(results) -> None:
                   f"{s.mean_r_significant:>13.3f}")
 
 
+def _extract(args) -> None:
+    from brainenc.io.layouts import load_dataset
+    from feature_extractors.loading import load_extractor
+    from feature_extractors.pipeline import extract_dataset
+
+    options = {
+        key: value for key, value in {
+            "context_words": args.context_words, "token_pooling": args.token_pooling,
+            "frame_pooling": args.frame_pooling, "input_mode": args.input_mode,
+            "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
+        }.items() if value is not None
+    }
+    data = load_dataset(args.dataset)
+    extractor = load_extractor(args.model, **options)
+    report = extract_dataset(data, extractor, modality=args.modality, layers=args.layers,
+                             out=args.out, name_template=args.name, fps=args.fps,
+                             subject=args.subject, force=args.force, progress=not args.quiet)
+    root = args.out if args.out is not None else data.feature_root
+    print(f"{len(report.written)} feature files written, {len(report.cached)} already cached")
+    print(f"feature spaces in {root}: {', '.join(report.spaces)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from brainenc.errors import BrainencInputError
@@ -105,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             options = {} if args.snr is None else {"snr": args.snr}
             info = simulate_dataset(args.out, layout=args.layout, subject=args.subject,
                                     n_stories=args.n_stories, n_movies=args.n_movies,
-                                    seed=args.seed, **options)
+                                    seed=args.seed, movie_format=args.movie_format, **options)
             print(f"simulated subject {info.subject} ({args.layout} layout) in {info.root}")
         elif args.command == "transfer":
             from brainenc.workflows import transfer_to_folder
@@ -118,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed, progress=not args.quiet)
             _print_summaries(results)
             print(f"\nresults in {args.out}")
+        elif args.command == "extract":
+            _extract(args)
         elif args.command == "demo":
             from brainenc.workflows import run_demo
 

@@ -31,6 +31,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import h5py
@@ -45,6 +46,8 @@ from brainenc.io.features import write_stimulus_features
 #: Names of the ground-truth vertex categories, indexed by the ``category`` codes.
 CATEGORY_NAMES: tuple[str, ...] = ("noise", "shared", "language", "vision")
 LAYOUTS: tuple[str, ...] = ("huth", "bids")
+#: How movies are written: a frame-time table, or a small video of the latents.
+MOVIE_FORMATS: tuple[str, ...] = ("frames", "video")
 FEATURE_SPACES: tuple[str, ...] = ("multimodal", "unimodal")
 N_VERTICES_PER_HEMI = 10242
 N_VERTICES = 2 * N_VERTICES_PER_HEMI
@@ -57,6 +60,17 @@ _LEAD_OUT_S = 10.0
 #: Fine time step of the neural drive and of the HRF convolution.
 _DT = 0.1
 _HRF_LENGTH_S = 32.0
+
+#: Side of the square frames of simulated videos, in pixels.
+VIDEO_SIZE = 32
+#: Seed of the fixed projections from latents to video colours and patterns
+#: (the same for every simulation, see ``docs/simulation.md``).
+VIDEO_PROJECTION_SEED = 20231
+#: Spatial frequency (cycles across the frame) and contrast of the video grating.
+_VIDEO_GRATING_CYCLES = 2
+_VIDEO_GRATING_CONTRAST = 0.25
+#: Largest mean channel value of a video frame; the grating stays below 255.
+_VIDEO_MAX_LEVEL = 200.0
 
 #: Common English words: the vocabulary of the simulated stories.
 VOCABULARY: tuple[str, ...] = tuple("""
@@ -590,6 +604,58 @@ def _frames_text(movie: _Movie) -> str:
     return "frame\ttime\n" + "\n".join(rows) + "\n"
 
 
+def _video_frame_images(movie: _Movie, video_fps: float) -> np.ndarray:
+    """RGB frames (n, VIDEO_SIZE, VIDEO_SIZE, 3) uint8 of a movie shown at ``video_fps``.
+
+    Frame ``j`` (at ``j / video_fps`` s) shows the latents of the simulation
+    frame showing at that time. Its mean colour is ``200 * logistic(P @ z)``
+    with ``z`` the concept and vision latents concatenated; a vertical grating
+    whose phase is ``pi * tanh(q @ vision / sqrt(k_vis))`` modulates it
+    (``docs/simulation.md`` gives ``P`` and ``q``).
+    """
+    k_shared, k_vis = movie.concept.shape[1], movie.vision.shape[1]
+    rng = np.random.default_rng(VIDEO_PROJECTION_SEED)
+    colour_projection = rng.standard_normal((3, k_shared + k_vis)) / np.sqrt(k_shared + k_vis)
+    phase_projection = rng.standard_normal(k_vis)
+    n_frames = int(np.floor(movie.duration * video_fps))
+    times = np.arange(n_frames) / video_fps
+    # The simulation frame showing at each video time (float slack for equal times).
+    index = np.searchsorted(movie.frame_times, times + 1e-9, side="right") - 1
+    latent = np.concatenate([movie.concept[index], movie.vision[index]], axis=1)
+    colour = _VIDEO_MAX_LEVEL / (1.0 + np.exp(-latent @ colour_projection.T))   # (n, 3)
+    phase = np.pi * np.tanh(movie.vision[index] @ phase_projection / np.sqrt(k_vis))
+    x = (np.arange(VIDEO_SIZE) + 0.5) / VIDEO_SIZE
+    grating = 1.0 + _VIDEO_GRATING_CONTRAST * np.sin(
+        2.0 * np.pi * _VIDEO_GRATING_CYCLES * x[None, :] + phase[:, None])      # (n, width)
+    images = colour[:, None, None, :] * grating[:, None, :, None]
+    images = np.broadcast_to(images, (n_frames, VIDEO_SIZE, VIDEO_SIZE, 3))
+    return np.clip(np.round(images), 0, 255).astype(np.uint8)
+
+
+def _write_video(path: Path, movie: _Movie, video_fps: float) -> None:
+    """The movie as an H.264 (or, without libx264, MPEG-4 part 2) mp4 in yuv420p."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(video_fps).limit_denominator(1001)
+    with av.open(str(path), "w") as container:
+        try:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.options = {"crf": "12"}
+        except (av.FFmpegError, ValueError):
+            stream = container.add_stream("mpeg4", rate=rate)
+            stream.bit_rate = 2_000_000
+        stream.width = stream.height = VIDEO_SIZE
+        stream.pix_fmt = "yuv420p"
+        # One thread: the same seed writes the same bytes.
+        stream.codec_context.thread_count = 1
+        for j, image in enumerate(_video_frame_images(movie, video_fps)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = j
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
@@ -687,6 +753,8 @@ def simulate_dataset(
     region_radius_deg: tuple[float, float] = (11.0, 15.0),
     save_signal: bool = False,
     overwrite: bool = False,
+    movie_format: str = "frames",
+    video_fps: float | None = None,
 ) -> SimulationInfo:
     """Simulate one subject hearing stories and watching movies; write a dataset.
 
@@ -736,6 +804,12 @@ def simulate_dataset(
         written: about as large as all responses together).
     overwrite : bool
         Replace ``out`` if it exists.
+    movie_format : {"frames", "video"}
+        ``"frames"``: each movie is a frame-time table (``<movie>_frames.tsv``).
+        ``"video"``: each movie is a small mp4 (``<movie>.mp4``, 32 × 32 px)
+        whose frames are a fixed function of the frame latents (needs PyAV).
+    video_fps : float or None
+        Frame rate of the videos, at most ``fps``; None: ``fps``.
 
     Returns
     -------
@@ -744,7 +818,9 @@ def simulate_dataset(
     out = Path(out)
     _check_params(out, layout, subject, n_stories, n_movies, snr, n_trs_per_run, tr,
                   noise_rho, n_features, (k_shared, k_lang, k_vis), fps, feature_noise,
-                  regions_per_hemi, region_radius_deg, overwrite)
+                  regions_per_hemi, region_radius_deg, overwrite, movie_format, video_fps)
+    if video_fps is None:
+        video_fps = fps
     root_seed = np.random.SeedSequence(seed)
     streams = dict(zip(("cortex", "lexicon", "stimuli", "features", "noise"), root_seed.spawn(5)))
     # Per-modality child streams, then one per stimulus: stimulus i of a modality
@@ -797,7 +873,10 @@ def simulate_dataset(
     params = dict(snr=float(snr), noise_rho=float(noise_rho), seed=int(seed), tr=float(tr),
                   n_trs_per_run=int(n_trs_per_run), fps=float(fps), k_shared=k_shared,
                   k_lang=k_lang, k_vis=k_vis, n_features=n_features,
-                  feature_noise=float(feature_noise), hrf_dt=_DT, layout=layout)
+                  feature_noise=float(feature_noise), hrf_dt=_DT, layout=layout,
+                  movie_format=movie_format)
+    if movie_format == "video":
+        params["video_fps"] = float(video_fps)
     signal_columns = np.flatnonzero(cortex.category > 0)
     ceiling = {"story": _CorrelationAccumulator(), "movie": _CorrelationAccumulator()}
     signals, written = {}, []
@@ -819,9 +898,10 @@ def simulate_dataset(
             ceiling[modality].add(sig[:, signal_columns], response[:, signal_columns])
             if save_signal:
                 signals[stim.name] = sig
-            paths = _write_run(build, layout, subject, modality, stim, response, timing, tr)
+            paths = _write_run(build, layout, subject, modality, stim, response, timing, tr,
+                               movie_format, video_fps)
             written.append((stim.name, modality, paths, len(response), timing.row_times))
-        _write_layout_files(build, layout, stories, movies, timings)
+        _write_layout_files(build, layout, stories, movies, timings, movie_format)
         for _, stim in runs:
             _write_latents(build / "latents" / f"{stim.name}.hf5", stim)
         for space, per_stim in features.items():
@@ -848,7 +928,7 @@ def simulate_dataset(
 
 def _check_params(out, layout, subject, n_stories, n_movies, snr, n_trs_per_run, tr,
                   noise_rho, n_features, latent_dims, fps, feature_noise, regions_per_hemi,
-                  region_radius_deg, overwrite) -> None:
+                  region_radius_deg, overwrite, movie_format="frames", video_fps=None) -> None:
     problems = []
     if layout not in LAYOUTS:
         problems.append(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -879,6 +959,15 @@ def _check_params(out, layout, subject, n_stories, n_movies, snr, n_trs_per_run,
     low, high = region_radius_deg
     if not 0 < low <= high < 45:
         problems.append(f"region_radius_deg must satisfy 0 < low <= high < 45, got {region_radius_deg}")
+    if movie_format not in MOVIE_FORMATS:
+        problems.append(f"movie_format must be one of {MOVIE_FORMATS}, got {movie_format!r}")
+    elif movie_format == "video":
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            problems.append("movie_format='video' needs PyAV: pip install av")
+    if video_fps is not None and not 0 < video_fps <= fps:
+        problems.append(f"video_fps must be positive and at most fps={fps}, got {video_fps}")
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         problems.append("output folder exists and is not empty (pass overwrite=True to replace it)")
     if problems:
@@ -968,8 +1057,20 @@ def _expand(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return full
 
 
+def _movie_file_name(name: str, movie_format: str) -> str:
+    return f"{name}.mp4" if movie_format == "video" else f"{name}_frames.tsv"
+
+
+def _write_movie_file(path: Path, movie: _Movie, movie_format: str, video_fps: float) -> None:
+    if movie_format == "video":
+        _write_video(path, movie, video_fps)
+    else:
+        _write_text(path, _frames_text(movie))
+
+
 def _write_run(root: Path, layout: str, subject: str, modality: str, stim, response: np.ndarray,
-               timing: _RunTiming, tr: float) -> tuple[Path, ...]:
+               timing: _RunTiming, tr: float, movie_format: str = "frames",
+               video_fps: float | None = None) -> tuple[Path, ...]:
     """Write one run's response and stimulus file; return the response paths."""
     if layout == "huth":
         deriv = root / "derivative"
@@ -978,7 +1079,8 @@ def _write_run(root: Path, layout: str, subject: str, modality: str, stim, respo
         if modality == "story":
             _write_text(deriv / "TextGrids" / f"{stim.name}.TextGrid", _textgrid_text(stim))
         else:
-            _write_text(deriv / "Movies" / f"{stim.name}_frames.tsv", _frames_text(stim))
+            _write_movie_file(deriv / "Movies" / _movie_file_name(stim.name, movie_format),
+                              stim, movie_format, video_fps)
         return (path,)
 
     sub = f"sub-{subject}"
@@ -986,8 +1088,8 @@ def _write_run(root: Path, layout: str, subject: str, modality: str, stim, respo
         stim_file = f"{stim.name}.TextGrid"
         _write_text(root / "stimuli" / stim_file, _textgrid_text(stim))
     else:
-        stim_file = f"{stim.name}_frames.tsv"
-        _write_text(root / "stimuli" / stim_file, _frames_text(stim))
+        stim_file = _movie_file_name(stim.name, movie_format)
+        _write_movie_file(root / "stimuli" / stim_file, stim, movie_format, video_fps)
     stem = f"{sub}_task-{stim.name}"
     _write_text(
         root / sub / "func" / f"{stem}_events.tsv",
@@ -1003,15 +1105,18 @@ def _write_run(root: Path, layout: str, subject: str, modality: str, stim, respo
     return tuple(paths)
 
 
-def _write_layout_files(root: Path, layout: str, stories, movies, timings) -> None:
+def _write_layout_files(root: Path, layout: str, stories, movies, timings,
+                        movie_format: str = "frames") -> None:
     """Files that describe the whole dataset (respdict, brainenc.json, descriptions)."""
     if layout == "huth":
         deriv = root / "derivative"
         _write_json(deriv / "respdict.json",
                     {s.name: timings[s.name].meta["respdict"] for s in stories})
+        key = "video" if movie_format == "video" else "frames"
         _write_json(deriv / "brainenc.json", {
             "space": "fsaverage5",
-            "movies": {m.name: {"frames": f"Movies/{m.name}_frames.tsv", **timings[m.name].meta}
+            "movies": {m.name: {key: f"Movies/{_movie_file_name(m.name, movie_format)}",
+                                **timings[m.name].meta}
                        for m in movies},
         })
         return

@@ -1,0 +1,151 @@
+"""The extractor contract: what every feature extractor provides.
+
+An extractor turns the words of a story (each with its preceding context) or
+the frames of a movie into one vector per event for each of its layers. Layer
+names are strings (``"text.3"``, ``"vision.12"``, ``"cross.text.2"``,
+``"embedding"``...) documented by each extractor; a feature space is one layer
+of one extractor.
+
+The pipeline (:mod:`feature_extractors.pipeline`) owns timing, caching and
+writing; an extractor only computes vectors.
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from brainenc.errors import BrainencInputError
+
+
+class FeatureExtractor(abc.ABC):
+    """Base class of all extractors.
+
+    Subclasses set :attr:`modalities` and implement :meth:`layers`,
+    :meth:`identity` and the ``embed_*`` method of each modality they support.
+    """
+
+    #: Modalities this extractor can embed: a subset of ``("story", "movie")``.
+    modalities: tuple[str, ...] = ()
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """Short name used in feature-space names (``bridgetower-base``)."""
+
+    @abc.abstractmethod
+    def layers(self, modality: str) -> list[str]:
+        """Names of the layers exported for ``modality``, in model order."""
+
+    @abc.abstractmethod
+    def identity(self) -> dict:
+        """Everything that determines the vectors: model id, a hash of its
+        configuration and weights' origin, and every setting (context length,
+        token and patch pooling, input mode...). JSON-serialisable. Part of the
+        cache key: two extractors with equal identities give equal features."""
+
+    def embed_words(self, words: Sequence[str], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """One vector per word, each computed from the word and its preceding context.
+
+        Parameters
+        ----------
+        words : sequence of str
+            The transcript's words in order.
+        layers : sequence of str
+            Layer names from :meth:`layers` ("story").
+
+        Returns
+        -------
+        dict of str to ndarray of shape (len(words), dim), float32
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not embed words")
+
+    def embed_frames(self, frames: Sequence[np.ndarray], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """One vector per frame.
+
+        Parameters
+        ----------
+        frames : sequence of ndarray of shape (height, width, 3), uint8
+            RGB frames.
+        layers : sequence of str
+            Layer names from :meth:`layers` ("movie").
+
+        Returns
+        -------
+        dict of str to ndarray of shape (len(frames), dim), float32
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not embed frames")
+
+
+def identity_hash(identity: dict) -> str:
+    """Stable short hash of an identity dictionary."""
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def slugify(text: str) -> str:
+    """A file-name-safe lower-case version of ``text`` (``org/Model-1`` → ``org-model-1``)."""
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "model"
+
+
+def select_layers(available: Sequence[str], spec: str | Sequence[str] | None) -> list[str]:
+    """Resolve a layer selection against the available layer names.
+
+    Parameters
+    ----------
+    available : sequence of str
+        The extractor's layers for one modality, in model order.
+    spec : None, "all", str or sequence
+        ``None`` or ``"all"``: every layer. Otherwise comma-separated items or
+        a sequence, each a layer name (``"text.3"``), an integer index into
+        ``available`` (negative from the end: ``-1`` is the last layer), or a
+        name prefix ending in ``*`` (``"cross.*"``).
+
+    Raises
+    ------
+    BrainencInputError
+        An index out of range or an unknown name, listing what is available.
+    """
+    available = list(available)
+    if spec is None or spec == "all":
+        return available
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s) for s in spec]
+    chosen: list[str] = []
+    for item in items:
+        if not item:
+            continue
+        if re.fullmatch(r"-?\d+", item):
+            index = int(item)
+            if not -len(available) <= index < len(available):
+                raise BrainencInputError(
+                    None,
+                    f"layer index {index} is out of range: this model has {len(available)} "
+                    f"layers ({available[0]} … {available[-1]})",
+                )
+            matches = [available[index]]
+        elif item.endswith("*"):
+            matches = [name for name in available if name.startswith(item[:-1])]
+        else:
+            matches = [item] if item in available else []
+        if not matches:
+            raise BrainencInputError(None, f"unknown layer {item!r}; available layers: {available}")
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def layer_label(layer: str) -> str:
+    """The modality-free label of a layer, shared by paired story and movie layers.
+
+    ``text.8`` and ``vision.8`` → ``layer8``; ``cross.text.3`` and
+    ``cross.vision.3`` → ``cross3``; ``layer.8`` → ``layer8``;
+    ``text.projection`` → ``projection``; ``embedding`` → ``embedding``. A feature
+    space gathers the story files of one layer and the movie files of the
+    layer with the same label.
+    """
+    parts = [p for p in layer.split(".") if p not in ("text", "vision", "layer")]
+    label = "".join(parts)
+    return f"layer{label}" if label.isdigit() else label or layer
