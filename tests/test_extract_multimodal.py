@@ -14,13 +14,14 @@ import pytest
 
 pytest.importorskip("transformers")
 import torch  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers  # noqa: E402
 
 from brainenc.errors import BrainencInputError  # noqa: E402
 from feature_extractors.base import select_layers  # noqa: E402
 from feature_extractors.bridgetower import BridgeTowerExtractor  # noqa: E402
 from feature_extractors.clip import CLIPExtractor  # noqa: E402
 from feature_extractors.loading import load_extractor  # noqa: E402
+from tests.tiny_models import save_tiny_bridgetower  # noqa: E402
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -31,22 +32,6 @@ SENTENCES = [
 STORY = ("she said the man walked into the room and sat down by the window while the quick "
          "brown fox jumps over the lazy dog and we looked at the river tonight").split()
 ATOL = 1e-5
-
-
-def roberta_tokenizer():
-    """A byte-level BPE tokenizer with RoBERTa's special tokens (pad = 1)."""
-    from transformers import RobertaTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(SENTENCES, trainer)
-    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True)
-    return RobertaTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-                                model_max_length=512)
 
 
 def clip_tokenizer():
@@ -68,21 +53,7 @@ def clip_tokenizer():
 
 @pytest.fixture(scope="module")
 def bridgetower_dir(tmp_path_factory):
-    from transformers import BridgeTowerConfig, BridgeTowerImageProcessorPil, BridgeTowerModel
-
-    tokenizer = roberta_tokenizer()
-    config = BridgeTowerConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=128, max_position_embeddings=24),  # 22 usable positions
-        vision_config=dict(hidden_size=64, num_hidden_layers=2, patch_size=16, image_size=32),
-        hidden_size=64, num_attention_heads=2, num_hidden_layers=2,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("models") / "BridgeTower-Tiny"
-    BridgeTowerModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    BridgeTowerImageProcessorPil(size={"shortest_edge": 32}, crop_size={"shortest_edge": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_bridgetower(tmp_path_factory.mktemp("models") / "BridgeTower-Tiny", SENTENCES)
 
 
 @pytest.fixture(scope="module")

@@ -164,3 +164,45 @@ def test_movie_features_from_video_at_a_chosen_rate(tmp_path):
     np.testing.assert_array_equal(features.times, times)
     expected = 2 * np.stack([f.reshape(-1, 3).mean(axis=0) for f in frames])
     np.testing.assert_allclose(features.data, expected, rtol=1e-6)
+
+
+def _no_features_written(dataset) -> bool:
+    root = dataset.feature_root
+    return not any(p.name.startswith("table") for p in root.iterdir())
+
+
+def test_empty_transcript_is_a_clear_error(small_dataset):
+    run = small_dataset.runs_for("sim01", "story")[1]
+    text = run.stimulus_path.read_text(encoding="utf-8")
+    # keep the tiers, blank every word label
+    import re
+    blank = re.sub(r'text = "[^"]*"', 'text = ""', text)
+    run.stimulus_path.write_text(blank, encoding="utf-8")
+    with pytest.raises(BrainencInputError) as error:
+        extract_dataset(small_dataset, TableExtractor(), modality="story", progress=False)
+    assert run.stimulus_path.name in str(error.value)
+    # the first story is complete on disk; nothing of the empty one
+    space = small_dataset.feature_root / "table_layer0"
+    assert [p.stem for p in space.iterdir()] == [small_dataset.runs_for("sim01", "story")[0].stimulus]
+
+
+@pytest.mark.parametrize("damage", ["missing", "unreadable"])
+def test_missing_or_unreadable_video_is_a_clear_error(tmp_path, damage):
+    info = simulate_dataset(tmp_path / "ds", layout="huth", n_stories=2, n_movies=2,
+                            n_trs_per_run=30, seed=2, movie_format="video", video_fps=5.0)
+    data = load_dataset(info.root)
+    video = data.runs_for("sim01", "movie")[0].stimulus_path
+    if damage == "missing":
+        video.unlink()
+    else:
+        video.write_text("not a video", encoding="utf-8")
+    with pytest.raises(BrainencInputError) as error:
+        extract_dataset(data, TableExtractor(), modality="movie", progress=False)
+    assert video.name in str(error.value)
+    assert _no_features_written(data)
+
+
+def test_layer_index_out_of_range_writes_nothing(small_dataset):
+    with pytest.raises(BrainencInputError, match="out of range"):
+        extract_dataset(small_dataset, TableExtractor(), layers="7", progress=False)
+    assert _no_features_written(small_dataset)
