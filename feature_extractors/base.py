@@ -149,3 +149,8 @@ def layer_label(layer: str) -> str:
     parts = [p for p in layer.split(".") if p not in ("text", "vision", "layer")]
     label = "".join(parts)
     return f"layer{label}" if label.isdigit() else label or layer
+
+
+def layer_index(layer: str) -> int:
+    """The number ending a layer name: ``text.8`` → 8, ``cross.vision.3`` → 3, ``layer.0`` → 0."""
+    return int(layer.rsplit(".", 1)[1])

@@ -1,4 +1,11 @@
-"""Unimodal baselines: any Hugging Face text or vision model, every layer.
+"""Hugging Face models: the plumbing every model extractor shares, and the unimodal baselines.
+
+:class:`PretrainedExtractor` is what every extractor of a Hugging Face model
+does alike: the model id and short name, the device (``"auto"``: CUDA when
+available), the precision, the batch size, loading the model (offline-safe,
+through :func:`feature_extractors.loading.load_pretrained`) and the model part
+of the identity. :class:`TextVisionExtractor` adds the word and frame loops of
+models with a text and a vision tower (BridgeTower, CLIP).
 
 :class:`LanguageModelExtractor` embeds story words in context with a text
 model loaded by ``transformers.AutoModel`` (BERT, RoBERTa, GPT-2, Llama-style
@@ -21,15 +28,27 @@ import numpy as np
 import torch
 
 from brainenc.errors import BrainencInputError
-from feature_extractors.base import FeatureExtractor, identity_hash, slugify
+from feature_extractors.base import FeatureExtractor, identity_hash, layer_index, slugify
 from feature_extractors.loading import load_pretrained
-from feature_extractors.text import TOKEN_POOLING, length_sorted_batches, pad_windows, pool_word, word_windows
+from feature_extractors.text import (
+    WordWindow,
+    check_window_settings,
+    length_sorted_batches,
+    pad_windows,
+    pool_word,
+    window_token_limit,
+    word_windows,
+)
+from feature_extractors.vision import (
+    check_frame_pooling,
+    check_frames,
+    patch_count,
+    pool_frame_states,
+    preprocess_frames,
+    processor_identity,
+)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-FRAME_POOLING = ("cls", "mean")
-
-# A tokenizer without a configured limit reports a huge sentinel (about 1e30).
-_NO_TOKENIZER_LIMIT = 1_000_000
 
 
 def resolve_device(device: str) -> torch.device:
@@ -80,19 +99,58 @@ def config_hash(config) -> str:
     return identity_hash(values)
 
 
-def _layer_index(name: str) -> int:
-    return int(name.split(".", 1)[1])
+def load_fast_tokenizer(model_id: str):
+    """The model's tokenizer, which must be a fast one.
+
+    Raises
+    ------
+    BrainencInputError
+        As :func:`feature_extractors.loading.load_pretrained`, or a slow
+        (Python) tokenizer: word windows need its character offsets.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = load_pretrained(model_id, AutoTokenizer)
+    if not getattr(tokenizer, "is_fast", False):
+        raise BrainencInputError(
+            None, f"the tokenizer of {model_id!r} ({type(tokenizer).__name__}) is not a fast "
+                  "tokenizer; word windows need the character offsets only fast (Rust) tokenizers give")
+    return tokenizer
 
 
-class _HuggingFaceExtractor(FeatureExtractor):
-    """Shared loading, device handling and layer bookkeeping of the ``AutoModel`` extractors."""
+def window_identity(tokenizer, context_words: int, token_pooling: str, max_tokens: int | None) -> dict:
+    """The identity entries of word windows: a hash of the fast tokenizer's full
+    definition (vocabulary, merges, normalisation, special tokens) and the window settings."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return {
+        "tokenizer_hash": identity_hash({"tokenizer": backend.to_str()}) if backend is not None else None,
+        "context_words": context_words,
+        "token_pooling": token_pooling,
+        "max_tokens": max_tokens,
+    }
 
-    #: The one modality this extractor embeds.
-    modality: str = ""
+
+class PretrainedExtractor(FeatureExtractor):
+    """Model id, device, precision and batch size of an extractor of a Hugging Face model.
+
+    Parameters
+    ----------
+    model : str or path-like
+        Hub id or local folder.
+    device : str
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    dtype : {"float32", "float16", "bfloat16"}
+        Precision of the forward passes; half precisions need a GPU.
+    batch_size : int
+        Inputs per forward pass.
+
+    Raises
+    ------
+    BrainencInputError
+        A bad batch size, device or dtype.
+    """
 
     def __init__(self, model: str | os.PathLike, device: str, dtype: str, batch_size: int):
-        from transformers import AutoConfig
-
         if not isinstance(batch_size, int) or batch_size < 1:
             raise BrainencInputError(None, f"batch_size must be a positive integer, got {batch_size!r}")
         self.model_id = os.fspath(model)
@@ -100,14 +158,139 @@ class _HuggingFaceExtractor(FeatureExtractor):
         self.dtype = dtype
         self.torch_dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size
-        self.config = load_pretrained(self.model_id, AutoConfig)
-        n_layers = getattr(self.config, "num_hidden_layers", None)
-        self._n_layers: int | None = n_layers if isinstance(n_layers, int) else None
-        self._model = None
 
     @property
     def name(self) -> str:
         return model_name(self.model_id)
+
+    def _load_model(self, loader):
+        """``loader.from_pretrained`` of the model, in evaluation mode on the chosen device and dtype."""
+        return load_pretrained(self.model_id, loader).to(device=self.device, dtype=self.torch_dtype).eval()
+
+    def _model_identity(self, model_class: str, config) -> dict:
+        # device and batch size change nothing beyond rounding: left out so that caches travel
+        return {
+            "extractor": type(self).__name__,
+            "model": self.model_id,
+            "model_class": model_class,
+            "config_hash": config_hash(config),
+            "dtype": self.dtype,
+        }
+
+
+class TextVisionExtractor(PretrainedExtractor):
+    """Loading, identity and the word and frame loops of a model with a text and a vision tower.
+
+    Loads the model with ``model_class``, its fast tokenizer and its image
+    processor. Subclasses set ``pad_id`` and ``max_tokens`` and give
+    :meth:`layers`, ``_word_states(windows, layers)`` and
+    ``_frame_states(pixels, layers)``, and ``_layer_dim(layer)`` for layers
+    outside the two towers. A layer's states are either token states (batch ×
+    tokens × dim), pooled here by ``token_pooling`` or ``frame_pooling``, or
+    already one vector per input (batch × dim), kept as they are. The other
+    parameters are those of :class:`PretrainedExtractor` and of the word
+    windows (:mod:`feature_extractors.text`).
+
+    Raises
+    ------
+    BrainencInputError
+        Bad settings or a slow tokenizer.
+    """
+
+    modalities = ("story", "movie")
+
+    def __init__(self, model: str | os.PathLike, model_class, context_words: int, token_pooling: str,
+                 frame_pooling: str, device: str, dtype: str, batch_size: int, max_tokens: int | None):
+        from transformers import AutoImageProcessor
+
+        check_window_settings(context_words, token_pooling, max_tokens)
+        check_frame_pooling(frame_pooling)
+        super().__init__(model, device, dtype, batch_size)
+        self.context_words = context_words
+        self.token_pooling = token_pooling
+        self.frame_pooling = frame_pooling
+        self.tokenizer = load_fast_tokenizer(self.model_id)
+        # without torchvision, transformers picks the PIL implementation; its class is in identity()
+        self.image_processor = load_pretrained(self.model_id, AutoImageProcessor)
+        self.model = self._load_model(model_class)
+        self.config = self.model.config
+        self.image_size = int(self.config.vision_config.image_size)
+        self._n_patches = patch_count(self.config.vision_config, self.image_size, self.image_size)
+
+    def identity(self) -> dict:
+        return {
+            **self._model_identity(type(self.model).__name__, self.config),
+            **window_identity(self.tokenizer, self.context_words, self.token_pooling, self.max_tokens),
+            **processor_identity(self.image_processor),
+            "frame_pooling": self.frame_pooling,
+        }
+
+    def embed_words(self, words: Sequence[str], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        layers = self._check_layers("story", layers)
+        windows = word_windows(list(words), self.tokenizer, self.context_words, self.max_tokens)
+        out = {layer: np.zeros((len(windows), self._layer_dim(layer)), np.float32) for layer in layers}
+        for batch in length_sorted_batches(windows, self.batch_size):
+            chunk = [windows[k] for k in batch]
+            for layer, states in self._word_states(chunk, layers).items():
+                states = states.float().cpu().numpy()
+                out[layer][batch] = states if states.ndim == 2 else pool_word(states, chunk, self.token_pooling)
+        return out
+
+    def embed_frames(self, frames: Sequence[np.ndarray], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        layers = self._check_layers("movie", layers)
+        frames = check_frames(frames)
+        out = {layer: np.zeros((len(frames), self._layer_dim(layer)), np.float32) for layer in layers}
+        for start in range(0, len(frames), self.batch_size):
+            chunk = frames[start : start + self.batch_size]
+            pixels = preprocess_frames(self.image_processor, chunk, self.image_size)
+            for layer, states in self._frame_states(pixels, layers).items():
+                if states.ndim != 2:
+                    states = pool_frame_states(states, self.frame_pooling, self._n_patches)
+                out[layer][start : start + len(chunk)] = states.float().cpu().numpy()
+        return out
+
+    def _check_layers(self, modality: str, layers: Sequence[str]) -> list[str]:
+        """The requested layer names, or an error naming the unknown ones and listing those available."""
+        available = self.layers(modality)
+        layers = [str(layer) for layer in layers]
+        unknown = [layer for layer in layers if layer not in available]
+        if unknown:
+            raise BrainencInputError(None, f"unknown {modality} layer(s) {unknown}{self._layer_hint(layers)}; "
+                                           f"available layers: {list(available)}")
+        return layers
+
+    def _layer_hint(self, layers: Sequence[str]) -> str:
+        """Why some requested layers may be missing (a setting that would add them), or ``""``."""
+        return ""
+
+    def _layer_dim(self, layer: str) -> int:
+        """Vector size of a layer: the hidden size of its tower (``text.*``: text, else vision)."""
+        tower = self.config.text_config if layer.startswith("text.") else self.config.vision_config
+        return int(tower.hidden_size)
+
+    def _word_states(self, windows: Sequence[WordWindow], layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """States of the requested story layers for a batch of word windows."""
+        raise NotImplementedError
+
+    def _frame_states(self, pixels: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """States of the requested movie layers for a batch of preprocessed frames."""
+        raise NotImplementedError
+
+
+class _HuggingFaceExtractor(PretrainedExtractor):
+    """Shared loading and layer bookkeeping of the ``AutoModel`` extractors."""
+
+    #: The one modality this extractor embeds.
+    modality: str = ""
+
+    def __init__(self, model: str | os.PathLike, device: str, dtype: str, batch_size: int):
+        from transformers import AutoConfig
+
+        super().__init__(model, device, dtype, batch_size)
+        self.config = load_pretrained(self.model_id, AutoConfig)
+        n_layers = getattr(self.config, "num_hidden_layers", None)
+        self._n_layers: int | None = n_layers if isinstance(n_layers, int) else None
+        self._model = None
 
     def model_class(self) -> str:
         """Name of the class ``AutoModel`` builds for this configuration."""
@@ -123,10 +306,10 @@ class _HuggingFaceExtractor(FeatureExtractor):
         if self._model is None:
             from transformers import AutoModel
 
-            model = load_pretrained(self.model_id, AutoModel)
+            model = self._load_model(AutoModel)
             if hasattr(model.config, "use_cache"):
                 model.config.use_cache = False  # no key/value cache: one forward pass per window
-            self._model = model.to(device=self.device, dtype=self.torch_dtype).eval()
+            self._model = model
         return self._model
 
     def n_layers(self) -> int:
@@ -142,14 +325,8 @@ class _HuggingFaceExtractor(FeatureExtractor):
         return [f"layer.{k}" for k in range(self.n_layers() + 1)]
 
     def _base_identity(self) -> dict:
-        return {
-            "extractor": type(self).__name__,
-            "model": self.model_id,
-            "revision": getattr(self.config, "_commit_hash", None),
-            "model_class": self.model_class(),
-            "config_hash": config_hash(self.config),
-            "dtype": self.dtype,
-        }
+        return {**self._model_identity(self.model_class(), self.config),
+                "revision": getattr(self.config, "_commit_hash", None)}
 
     def _check_layers(self, layers: Sequence[str]) -> list[str]:
         available = self.layers(self.modality)
@@ -259,22 +436,11 @@ class LanguageModelExtractor(_HuggingFaceExtractor):
         batch_size: int = 32,
         max_tokens: int | None = None,
     ):
-        from transformers import AutoTokenizer
-
-        if not isinstance(context_words, int) or context_words < 0:
-            raise BrainencInputError(None, f"context_words must be an integer >= 0, got {context_words!r}")
-        if token_pooling not in TOKEN_POOLING:
-            raise BrainencInputError(None, f"token_pooling must be one of {TOKEN_POOLING}, got {token_pooling!r}")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise BrainencInputError(None, f"max_tokens must be a positive integer, got {max_tokens!r}")
+        check_window_settings(context_words, token_pooling, max_tokens)
         super().__init__(model, device, dtype, batch_size)
         self.context_words = context_words
         self.token_pooling = token_pooling
-        self.tokenizer = load_pretrained(self.model_id, AutoTokenizer)
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise BrainencInputError(
-                None, f"the tokenizer of {self.model_id!r} ({type(self.tokenizer).__name__}) is not a fast "
-                      "tokenizer; word windows need the character offsets only fast (Rust) tokenizers give")
+        self.tokenizer = load_fast_tokenizer(self.model_id)
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self.tokenizer.eos_token_id  # GPT-2 style: padding is masked, any id will do
@@ -282,27 +448,12 @@ class LanguageModelExtractor(_HuggingFaceExtractor):
             raise BrainencInputError(None, f"the tokenizer of {self.model_id!r} has neither a padding nor an "
                                            "end-of-sequence token to pad batches with")
         self.pad_id = int(pad_id)
-        model_limit = _position_limit(self.config)
-        if max_tokens is None:
-            limits = [model_limit]
-            tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
-            if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _NO_TOKENIZER_LIMIT:
-                limits.append(tokenizer_limit)
-            known = [limit for limit in limits if limit is not None]
-            max_tokens = min(known) if known else None
-        elif model_limit is not None and max_tokens > model_limit:
-            raise BrainencInputError(None, f"max_tokens={max_tokens} exceeds the {model_limit} positions "
-                                           f"of {self.model_id!r}")
-        self.max_tokens = max_tokens
+        self.max_tokens = window_token_limit(max_tokens, self.tokenizer, _position_limit(self.config), self.model_id)
 
     def identity(self) -> dict:
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
         return {
             **self._base_identity(),
-            "tokenizer_hash": identity_hash({"tokenizer": backend.to_str()}) if backend is not None else None,
-            "context_words": self.context_words,
-            "token_pooling": self.token_pooling,
-            "max_tokens": self.max_tokens,
+            **window_identity(self.tokenizer, self.context_words, self.token_pooling, self.max_tokens),
         }
 
     def embed_words(self, words: Sequence[str], layers: Sequence[str]) -> dict[str, np.ndarray]:
@@ -324,7 +475,7 @@ class LanguageModelExtractor(_HuggingFaceExtractor):
                 )
                 hidden = self._hidden_states(outputs)
                 for name in names:
-                    states = hidden[_layer_index(name)].float().cpu().numpy()
+                    states = hidden[layer_index(name)].float().cpu().numpy()
                     vectors = pool_word(states, chunk, self.token_pooling)
                     if name not in out:
                         out[name] = np.empty((len(words), vectors.shape[1]), dtype=np.float32)
@@ -336,56 +487,6 @@ class LanguageModelExtractor(_HuggingFaceExtractor):
         with torch.inference_mode():
             outputs = self.model()(**{k: v.to(self.device) for k, v in ids.items()}, output_hidden_states=True)
         return self._hidden_states(outputs)
-
-
-def _patch_grid(config, height: int, width: int) -> int | None:
-    """Number of image patches a ViT-style model makes of a ``height × width`` input."""
-    patch = getattr(config, "patch_size", None)
-    if isinstance(patch, int) and patch > 0:
-        return (height // patch) * (width // patch)
-    if isinstance(patch, (list, tuple)) and len(patch) == 2 and all(isinstance(p, int) and p > 0 for p in patch):
-        return (height // patch[0]) * (width // patch[1])
-    return None
-
-
-def pool_frame_states(states: torch.Tensor, pooling: str, n_patches: int | None) -> torch.Tensor:
-    """One vector per frame from one layer's hidden states.
-
-    Parameters
-    ----------
-    states : tensor
-        ``(batch, tokens, dim)`` for transformers, ``(batch, channels, height,
-        width)`` for convolutional networks.
-    pooling : {"cls", "mean"}
-        For token states: ``"cls"`` takes token 0; ``"mean"`` averages the
-        patch tokens, leaving out the leading class, distillation or register
-        tokens (the tokens beyond ``n_patches``; one when ``n_patches`` is
-        unknown). Spatial states are always averaged over height and width
-        (global average pooling), whatever ``pooling`` says.
-    n_patches : int or None
-        Patch tokens of the input, from the model's patch size.
-
-    Raises
-    ------
-    BrainencInputError
-        ``"cls"`` for a layer without a class token (every token is a patch),
-        or states of another rank.
-    """
-    if states.ndim == 4:
-        return states.mean(dim=(2, 3))
-    if states.ndim != 3:
-        raise BrainencInputError(None, f"hidden states of shape {tuple(states.shape)} are neither "
-                                       "(batch, tokens, dim) nor (batch, channels, height, width)")
-    n_tokens = states.shape[1]
-    n_prefix = 1 if n_patches is None else max(n_tokens - n_patches, 0)
-    if pooling == "cls":
-        if n_prefix == 0:
-            raise BrainencInputError(None, "this layer has no class token (all its tokens are image patches); "
-                                           "use frame_pooling='mean'")
-        return states[:, 0]
-    if n_prefix >= n_tokens:
-        raise BrainencInputError(None, f"no patch tokens to average among {n_tokens} tokens")
-    return states[:, n_prefix:].mean(dim=1)
 
 
 class VisionModelExtractor(_HuggingFaceExtractor):
@@ -433,8 +534,7 @@ class VisionModelExtractor(_HuggingFaceExtractor):
     ):
         from transformers import AutoImageProcessor
 
-        if frame_pooling not in FRAME_POOLING:
-            raise BrainencInputError(None, f"frame_pooling must be one of {FRAME_POOLING}, got {frame_pooling!r}")
+        check_frame_pooling(frame_pooling)
         super().__init__(model, device, dtype, batch_size)
         self.frame_pooling = frame_pooling
         # layer counts of vision configurations are not uniform (blocks, stages, depths...):
@@ -446,36 +546,34 @@ class VisionModelExtractor(_HuggingFaceExtractor):
     def identity(self) -> dict:
         return {
             **self._base_identity(),
-            "processor_class": type(self.processor).__name__,
-            "processor_hash": identity_hash(self.processor.to_dict()),
+            **processor_identity(self.processor),
             "frame_pooling": self.frame_pooling,
         }
 
     def embed_frames(self, frames: Sequence[np.ndarray], layers: Sequence[str]) -> dict[str, np.ndarray]:
         names = self._check_layers(layers)
-        frames = [_check_frame(frame, k) for k, frame in enumerate(frames)]
+        frames = check_frames(frames)
         if not frames:
             # the vector sizes of a layer are only known from a forward pass
             hidden, (height, width) = self._forward([np.zeros((64, 64, 3), dtype=np.uint8)])
-            return {name: np.zeros((0, self._pool(hidden[_layer_index(name)], height, width).shape[1]),
+            return {name: np.zeros((0, self._pool(hidden[layer_index(name)], height, width).shape[1]),
                                    dtype=np.float32) for name in names}
         out: dict[str, np.ndarray] = {}
         for start in range(0, len(frames), self.batch_size):
             chunk = frames[start : start + self.batch_size]
             hidden, (height, width) = self._forward(chunk)
             for name in names:
-                vectors = self._pool(hidden[_layer_index(name)], height, width).float().cpu().numpy()
+                vectors = self._pool(hidden[layer_index(name)], height, width).float().cpu().numpy()
                 if name not in out:
                     out[name] = np.empty((len(frames), vectors.shape[1]), dtype=np.float32)
                 out[name][start : start + len(chunk)] = vectors
         return out
 
     def _pool(self, states: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        return pool_frame_states(states, self.frame_pooling, _patch_grid(self.config, height, width))
+        return pool_frame_states(states, self.frame_pooling, patch_count(self.config, height, width))
 
     def _forward(self, frames: list[np.ndarray]) -> tuple[tuple, tuple[int, int]]:
-        inputs = self.processor(images=frames, return_tensors="pt", input_data_format="channels_last")
-        pixels = inputs["pixel_values"].to(device=self.device, dtype=self.torch_dtype)
+        pixels = preprocess_frames(self.processor, frames).to(device=self.device, dtype=self.torch_dtype)
         with torch.inference_mode():
             outputs = self.model()(pixel_values=pixels, output_hidden_states=True)
         return self._hidden_states(outputs), tuple(pixels.shape[-2:])
@@ -484,10 +582,3 @@ class VisionModelExtractor(_HuggingFaceExtractor):
         hidden, _ = self._forward([np.zeros((64, 64, 3), dtype=np.uint8)])
         return hidden
 
-
-def _check_frame(frame, index: int) -> np.ndarray:
-    array = np.asarray(frame)
-    if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
-        raise BrainencInputError(None, f"frame {index} has shape {array.shape} and dtype {array.dtype}; "
-                                       "frames must be (height, width, 3) uint8 RGB arrays")
-    return array

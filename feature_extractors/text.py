@@ -22,6 +22,9 @@ from brainenc.errors import BrainencInputError
 
 TOKEN_POOLING = ("last", "mean")
 
+# Tokenizers that set no limit report a huge sentinel ``model_max_length`` (about 1e30).
+_NO_TOKENIZER_LIMIT = 1_000_000
+
 
 @dataclass(frozen=True)
 class WordWindow:
@@ -124,3 +127,56 @@ def length_sorted_batches(windows: Sequence[WordWindow], batch_size: int) -> lis
     """Window indices in batches of similar length (less padding, same results)."""
     order = sorted(range(len(windows)), key=lambda k: len(windows[k].input_ids))
     return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def check_window_settings(context_words: int, token_pooling: str, max_tokens: int | None) -> None:
+    """Validate the word-window settings an extractor takes.
+
+    Raises
+    ------
+    BrainencInputError
+        ``context_words`` not an integer >= 0, ``token_pooling`` not one of
+        :data:`TOKEN_POOLING`, or ``max_tokens`` neither None nor a positive integer.
+    """
+    if not isinstance(context_words, int) or context_words < 0:
+        raise BrainencInputError(None, f"context_words must be an integer >= 0, got {context_words!r}")
+    if token_pooling not in TOKEN_POOLING:
+        raise BrainencInputError(None, f"token_pooling must be one of {TOKEN_POOLING}, got {token_pooling!r}")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise BrainencInputError(None, f"max_tokens must be a positive integer, got {max_tokens!r}")
+
+
+def tokenizer_token_limit(tokenizer) -> int | None:
+    """The tokenizer's ``model_max_length``, or None when it sets no limit."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < _NO_TOKENIZER_LIMIT else None
+
+
+def window_token_limit(
+    max_tokens: int | None,
+    tokenizer,
+    position_limit: int | None,
+    model_id: str,
+    other_limits: Sequence[int | None] = (),
+) -> int | None:
+    """The token limit of a model's word windows (``max_tokens`` of :func:`word_windows`).
+
+    ``max_tokens`` when given, checked against ``position_limit`` (the most
+    tokens the model's position table accepts; None when unknown). By default
+    the smallest known limit among ``position_limit``, the tokenizer's
+    ``model_max_length`` and ``other_limits`` (a pretraining length...); None
+    when none is known.
+
+    Raises
+    ------
+    BrainencInputError
+        ``max_tokens`` above ``position_limit`` (the message names ``model_id``).
+    """
+    if max_tokens is None:
+        known = [limit for limit in (position_limit, tokenizer_token_limit(tokenizer), *other_limits)
+                 if limit is not None]
+        return min(known) if known else None
+    if position_limit is not None and max_tokens > position_limit:
+        raise BrainencInputError(None, f"max_tokens={max_tokens} exceeds the {position_limit} positions "
+                                       f"of {model_id!r}")
+    return max_tokens
