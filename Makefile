@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test,extract]"
+	$(BIN)/python -m pip install --quiet -e ".[test,extract,fusion]"
 	touch $(STAMP)
 
 demo: $(STAMP)

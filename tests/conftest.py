@@ -9,6 +9,12 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import torch  # noqa: E402
+
+if not torch.cuda.is_available():
+    # Triton reads the flag when kernels are defined, so set it before any test imports them
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def make_manifest_dataset(
     root: Path,

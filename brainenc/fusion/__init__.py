@@ -1,0 +1,42 @@
+"""Fusion core: attention over a joint multimodal sequence with block tables.
+
+Tokens of several modalities sit in one sequence (:class:`ModalityLayout`); a
+bool ``(S, S)`` block table says which modality segment may attend which.
+Builders cover MulT pairs, GsiT interlaced tables, isolation (silencing) and
+dual-branch partitions; :class:`ModalityAttention` computes only the allowed
+blocks.
+"""
+from .attention import BACKENDS, ModalityAttention, block_attention, dense_attention
+from .layout import (
+    ModalityLayout,
+    branch_table,
+    cross_modal_blocks,
+    dual_branch_layout,
+    full_table,
+    gsit_backward_table,
+    gsit_forward_table,
+    pack_modalities,
+    pair_table,
+    self_only_table,
+    silence,
+    unimodal_blocks,
+)
+
+__all__ = [
+    "BACKENDS",
+    "ModalityAttention",
+    "ModalityLayout",
+    "block_attention",
+    "branch_table",
+    "cross_modal_blocks",
+    "dense_attention",
+    "dual_branch_layout",
+    "full_table",
+    "gsit_backward_table",
+    "gsit_forward_table",
+    "pack_modalities",
+    "pair_table",
+    "self_only_table",
+    "silence",
+    "unimodal_blocks",
+]
