@@ -4,9 +4,11 @@ Tokens of several modalities sit in one sequence (:class:`ModalityLayout`); a
 bool ``(S, S)`` block table says which modality segment may attend which.
 Builders cover MulT pairs, GsiT interlaced tables, isolation (silencing) and
 dual-branch partitions; :class:`ModalityAttention` computes only the allowed
-blocks.
+blocks. Models built on it live in :mod:`brainenc.fusion.models`; RollingQ in
+:mod:`brainenc.fusion.rollingq`.
 """
 from .attention import BACKENDS, ModalityAttention, block_attention, dense_attention
+from .encoder import ModalityEncoder, ModalityEncoderLayer
 from .layout import (
     ModalityLayout,
     branch_table,
@@ -25,6 +27,8 @@ from .layout import (
 __all__ = [
     "BACKENDS",
     "ModalityAttention",
+    "ModalityEncoder",
+    "ModalityEncoderLayer",
     "ModalityLayout",
     "block_attention",
     "branch_table",
