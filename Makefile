@@ -27,6 +27,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ridge.py
 	$(BIN)/python benchmarks/bench_permutation.py
+	$(BIN)/python benchmarks/bench_extract.py
+	$(BIN)/python benchmarks/bench_fusion.py
 
 clean:
 	rm -rf $(VENV) demo_output
