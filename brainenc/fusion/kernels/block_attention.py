@@ -167,6 +167,19 @@ def _element_mask(qs, ks, table_ptr, n_seg):
 
 
 @triton.jit
+def _key_tile(k_base, v_base, kseg_ptr, idx_ptr, i, b, n_k, qs, table_ptr, n_seg,
+              BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Keys, values and element mask of the ``i``-th listed key tile of a query tile."""
+    kt = tl.load(idx_ptr + i)
+    offs_n = kt * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_in = offs_n < n_k
+    k = _load_rows(k_base, offs_n, col_in, HEAD_DIM)
+    v = _load_rows(v_base, offs_n, col_in, HEAD_DIM)
+    ks = tl.load(kseg_ptr + b * n_k + offs_n, mask=col_in, other=-1)
+    return k, v, _element_mask(qs, ks, table_ptr, n_seg)
+
+
+@triton.jit
 def _forward_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
     qseg_ptr, kseg_ptr, table_ptr, ptr_ptr, idx_ptr,
@@ -193,13 +206,8 @@ def _forward_kernel(
     start = tl.load(ptr_ptr + b * (n_q_tiles + 1) + pid_m)
     end = tl.load(ptr_ptr + b * (n_q_tiles + 1) + pid_m + 1)
     for i in range(start, end):
-        kt = tl.load(idx_ptr + i)
-        offs_n = kt * BLOCK_N + tl.arange(0, BLOCK_N)
-        col_in = offs_n < n_k
-        k = _load_rows(k_base, offs_n, col_in, HEAD_DIM)
-        v = _load_rows(v_base, offs_n, col_in, HEAD_DIM)
-        ks = tl.load(kseg_ptr + b * n_k + offs_n, mask=col_in, other=-1)
-        allowed = _element_mask(qs, ks, table_ptr, n_seg)
+        k, v, allowed = _key_tile(k_base, v_base, kseg_ptr, idx_ptr, i, b, n_k, qs, table_ptr,
+                                  n_seg, BLOCK_N, HEAD_DIM)
 
         # scores in base-2 units: exp2 is cheaper than exp
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
@@ -299,13 +307,8 @@ def _backward_dq_kernel(
     start = tl.load(ptr_ptr + b * (n_q_tiles + 1) + pid_m)
     end = tl.load(ptr_ptr + b * (n_q_tiles + 1) + pid_m + 1)
     for i in range(start, end):
-        kt = tl.load(idx_ptr + i)
-        offs_n = kt * BLOCK_N + tl.arange(0, BLOCK_N)
-        col_in = offs_n < n_k
-        k = _load_rows(k_base, offs_n, col_in, HEAD_DIM)
-        v = _load_rows(v_base, offs_n, col_in, HEAD_DIM)
-        ks = tl.load(kseg_ptr + b * n_k + offs_n, mask=col_in, other=-1)
-        allowed = _element_mask(qs, ks, table_ptr, n_seg)
+        k, v, allowed = _key_tile(k_base, v_base, kseg_ptr, idx_ptr, i, b, n_k, qs, table_ptr,
+                                  n_seg, BLOCK_N, HEAD_DIM)
 
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
