@@ -9,11 +9,17 @@ import torch
 
 from brainenc.fusion.attention import ModalityAttention, block_attention, dense_attention
 from brainenc.fusion.layout import (
+    ATTEND,
+    CAUSAL,
     ModalityLayout,
+    causal_table,
     cross_modal_blocks,
     full_table,
     gsit_forward_table,
+    has_causal,
+    segment_positions,
     silence,
+    table_codes,
 )
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -262,8 +268,11 @@ def test_triton_backend_matches_block(monkeypatch):
     triton_attn.load_state_dict(block.state_dict())
     table = gsit_forward_table() | torch.eye(3, dtype=torch.bool)
     with torch.no_grad():
-        expected = block(x, layout, table)
-        torch.testing.assert_close(triton_attn(x, layout, table), expected, atol=1e-4, rtol=1e-4)
+        for t in (table, causal_table(table, [(0, 1), (2, 2)])):
+            expected, expected_mass = block(x, layout, t, return_segment_mass=True)
+            out, mass = triton_attn(x, layout, t, return_segment_mass=True)
+            torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(mass, expected_mass, atol=1e-5, rtol=1e-4)
 
 
 def test_triton_backend_without_kernel_module_raises(monkeypatch):
@@ -272,3 +281,107 @@ def test_triton_backend_without_kernel_module_raises(monkeypatch):
     layout = ModalityLayout(("a", "b"), torch.tensor([[2, 1]]))
     with pytest.raises(RuntimeError, match="triton"):
         attn(torch.randn(1, 3, 16), layout, full_table(2))
+
+
+# ----------------------------------------------------------------------------- causal blocks
+
+
+def _mult_future_allowed(n_query: int, n_key: int) -> torch.Tensor:
+    """MulT's ``buffered_future_mask`` as a keep-mask: triu from ``1 + |Lk - Lq|`` is masked."""
+    masked = torch.triu(torch.ones(n_query, n_key, dtype=torch.bool), 1 + abs(n_key - n_query))
+    return ~masked
+
+
+def _loop_attention_codes(q, k, v, ids, codes, scale):
+    """Per sample and block: full blocks, or MulT's future mask on causal ones."""
+    batch, heads, n, _ = q.shape
+    out = torch.zeros(batch, heads, n, v.shape[-1], dtype=torch.float64)
+    for b in range(batch):
+        members = [(ids[b] == s).nonzero().flatten() for s in range(codes.shape[0])]
+        keep = torch.zeros(n, n, dtype=torch.bool)
+        for i, rows in enumerate(members):
+            for j, cols in enumerate(members):
+                if codes[i, j] == 0 or not len(rows) or not len(cols):
+                    continue
+                block = torch.ones(len(rows), len(cols), dtype=torch.bool)
+                if codes[i, j] == CAUSAL:
+                    block = _mult_future_allowed(len(rows), len(cols))
+                keep[rows[:, None], cols[None, :]] = block
+        for h in range(heads):
+            scores = (q[b, h].double() @ k[b, h].double().T) * scale
+            weights = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
+            out[b, h] = weights.nan_to_num(0.0) @ v[b, h].double()
+    return out
+
+
+def _causal_case(seed: int):
+    layout, table, ids, q, k, v = _random_case(seed)
+    gen = torch.Generator().manual_seed(100 + seed)
+    n = layout.n_segments
+    chosen = [(i, j) for i in range(n) for j in range(n) if torch.rand(1, generator=gen) < 0.6]
+    return layout, causal_table(table, chosen), ids, q, k, v
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_causal_blocks_follow_mult_future_mask(seed):
+    layout, codes, ids, q, k, v = _causal_case(seed)
+    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    expected = _loop_attention_codes(q.detach(), k.detach(), v.detach(), ids, codes, scale)
+    dense, mass_d = dense_attention(q, k, v, ids, ids, codes, return_segment_mass=True)
+    torch.testing.assert_close(dense.double(), expected, **TOL)
+
+    block, mass_b = block_attention(q, k, v, ids, ids, codes, return_segment_mass=True)
+    torch.testing.assert_close(block, dense, **TOL)
+    torch.testing.assert_close(mass_b, mass_d, **TOL)
+    if block.requires_grad:
+        grad = torch.randn_like(dense)
+        want = torch.autograd.grad(dense, (q, k, v), grad)
+        got = torch.autograd.grad(block, (q, k, v), grad, allow_unused=True)
+        for name, g, w in zip("qkv", got, want):
+            g = torch.zeros_like(w) if g is None else g
+            torch.testing.assert_close(g, w, **TOL, msg=f"grad {name}")
+
+
+def test_causal_self_block_is_the_usual_causal_mask():
+    torch.manual_seed(0)
+    layout = ModalityLayout(("x",), torch.tensor([[9]]))
+    ids = layout.segment_ids()
+    q, k, v = (torch.randn(1, 2, 9, 8) for _ in range(3))
+    out = dense_attention(q, k, v, ids, ids, causal_table(full_table(1)))
+    mask = torch.ones(9, 9, dtype=torch.bool).tril()
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(out, expected, **TOL)
+
+
+def test_causal_table_codes_and_validation():
+    table = gsit_forward_table()
+    codes = causal_table(table)
+    assert codes.dtype == torch.int8
+    assert torch.equal(codes != 0, table)
+    assert set(codes[table].tolist()) == {CAUSAL}
+    one = causal_table(full_table(2), [(0, 1)])
+    assert one.tolist() == [[ATTEND, CAUSAL], [ATTEND, ATTEND]]
+    # silencing keeps the other codes
+    assert silence(one, [(1, 0)]).tolist() == [[ATTEND, CAUSAL], [0, ATTEND]]
+    assert has_causal(one) and not has_causal(full_table(2))
+    with pytest.raises(ValueError, match="codes"):
+        table_codes(torch.tensor([[0, 3], [1, 1]]))
+    with pytest.raises(ValueError, match="bool or integer"):
+        table_codes(torch.ones(2, 2))
+
+
+def test_segment_positions_match_a_loop():
+    layout = ModalityLayout(("a", "b", "c"), torch.tensor([[3, 0, 2], [1, 4, 0]]))
+    ids = layout.segment_ids(7)
+    position, length = segment_positions(ids, 3)
+    for b in range(2):
+        counts = [0, 0, 0]
+        for t in range(7):
+            s = int(ids[b, t])
+            if s < 0:
+                assert position[b, t] == 0 and length[b, t] == 0
+                continue
+            assert position[b, t] == counts[s]
+            assert length[b, t] == layout.lengths[b, s]
+            counts[s] += 1

@@ -16,6 +16,7 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from brainenc.fusion.attention import dense_attention  # noqa: E402
+from brainenc.fusion.layout import CAUSAL, causal_table  # noqa: E402
 from brainenc.fusion.kernels.block_attention import (  # noqa: E402
     block_sparse_attention,
     build_tile_lists,
@@ -74,7 +75,12 @@ def dense_mask(q_seg, k_seg, table):
     "seed, cross", [(0, False), (1, False), (2, False), (3, True), (4, True), (5, False)]
 )
 def test_forward_and_gradients_match_reference_fp32(seed, cross):
-    (q, k, v), q_seg, k_seg, table = make_case(seed, cross=cross)
+    assert_kernel_matches_dense(*make_case(seed, cross=cross))
+
+
+def assert_kernel_matches_dense(qkv, q_seg, k_seg, table):
+    """Kernel output and q/k/v gradients equal the dense reference to 1e-4 relative."""
+    q, k, v = qkv
     out = block_sparse_attention(q, k, v, q_seg, k_seg, table, block_m=BLOCK, block_n=BLOCK)
     ref = dense_attention(q, k, v, q_seg, k_seg, table)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
@@ -216,3 +222,87 @@ def test_tile_lists_cover_every_allowed_entry(seed):
                     rect.add((b, t, u))
     assert visited == rect
     assert lists.n_visited == len(rect)
+
+
+# ----------------------------------------------------------------------------- causal blocks, mass
+
+
+def causal_case(seed: int, cross: bool):
+    (q, k, v), q_seg, k_seg, table = make_case(seed, cross=cross)
+    gen = torch.Generator().manual_seed(200 + seed)
+    n = table.shape[0]
+    chosen = [(i, j) for i in range(n) for j in range(n) if torch.rand(1, generator=gen) < 0.7]
+    return (q, k, v), q_seg, k_seg, causal_table(table.cpu(), chosen).to(DEVICE)
+
+
+@pytest.mark.parametrize(
+    "seed, cross", [(20, False), (21, False), (22, True), (25, True), (24, False)]
+)
+def test_causal_blocks_match_reference_fp32(seed, cross):
+    case = causal_case(seed, cross)
+    assert (case[-1] == CAUSAL).any()
+    assert_kernel_matches_dense(*case)
+
+
+@pytest.mark.parametrize("seed, causal", [(30, False), (31, True), (32, False), (33, True)])
+def test_segment_mass_matches_reference(seed, causal):
+    case = causal_case(seed, cross=True) if causal else make_case(seed, cross=True)
+    (q, k, v), q_seg, k_seg, table = case
+    out, mass = block_sparse_attention(
+        q, k, v, q_seg, k_seg, table, block_m=BLOCK, block_n=BLOCK, return_segment_mass=True
+    )
+    ref, ref_mass = dense_attention(q, k, v, q_seg, k_seg, table, return_segment_mass=True)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(mass, ref_mass, rtol=1e-4, atol=1e-6)
+    assert mass.dtype == torch.float32 and not mass.requires_grad
+    # the output keeps its gradient when the mass is requested too
+    got = torch.autograd.grad(out.sum(), q)[0]
+    torch.testing.assert_close(got, torch.autograd.grad(ref.sum(), q)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_causal_self_block_skips_tiles_above_the_diagonal():
+    seg = torch.zeros(1, 128, dtype=torch.int64, device=DEVICE)
+    codes = causal_table(torch.ones(1, 1, dtype=torch.bool)).to(DEVICE)
+    lists = build_tile_lists(seg, seg, codes, BLOCK, BLOCK)
+    assert visited_pairs(lists, 8) == {(0, t, u) for t in range(8) for u in range(t + 1)}
+    assert lists.n_visited == 36  # of 64 tile pairs
+
+
+@pytest.mark.parametrize("seed", [40, 41, 42])
+def test_causal_tile_lists_cover_every_allowed_entry(seed):
+    gen = torch.Generator().manual_seed(seed)
+    q_seg = random_segments(gen, 2, 90, 3)
+    k_seg = random_segments(gen, 2, 70, 3)
+    codes = causal_table(random_table(gen, 3) | torch.eye(3, dtype=torch.bool))
+    lists = build_tile_lists(q_seg, k_seg, codes, BLOCK, BLOCK)
+    n_q_tiles, n_k_tiles = -(-90 // BLOCK), -(-70 // BLOCK)
+    # element mask from an independent per-block construction (MulT's triu rule)
+    keep = torch.zeros(2, 90, 70, dtype=torch.bool)
+    for b in range(2):
+        for i in range(3):
+            rows = (q_seg[b] == i).nonzero().flatten()
+            for j in range(3):
+                cols = (k_seg[b] == j).nonzero().flatten()
+                if codes[i, j] and len(rows) and len(cols):
+                    diag = 1 + abs(len(cols) - len(rows))
+                    block = ~torch.triu(torch.ones(len(rows), len(cols), dtype=torch.bool), diag)
+                    keep[b, rows[:, None], cols[None, :]] = block
+    keep = torch.nn.functional.pad(keep, (0, n_k_tiles * BLOCK - 70, 0, n_q_tiles * BLOCK - 90))
+    tile_any = keep.view(2, n_q_tiles, BLOCK, n_k_tiles, BLOCK).any(-1).any(2)
+    needed = {tuple(x) for x in tile_any.nonzero().tolist()}
+    visited = visited_pairs(lists, n_q_tiles)
+    assert needed <= visited
+    # of the pairs the block rectangles allow, those lying inside one causal
+    # block are listed exactly when they hold an allowed entry
+    plain = visited_pairs(build_tile_lists(q_seg, k_seg, codes != 0, BLOCK, BLOCK), n_q_tiles)
+
+    def tile_segments(seg, b, t):
+        return {s for s in seg[b, t * BLOCK : (t + 1) * BLOCK].tolist() if s >= 0}
+
+    expected = set()
+    for b, t, u in plain:
+        qs, ks = tile_segments(q_seg, b, t), tile_segments(k_seg, b, u)
+        inside_causal = len(qs) == len(ks) == 1 and codes[min(qs), min(ks)] == CAUSAL
+        if not inside_causal or (b, t, u) in needed:
+            expected.add((b, t, u))
+    assert visited == expected

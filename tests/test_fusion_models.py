@@ -71,20 +71,24 @@ def test_gsit_joint_pass_equals_per_pair_computation(backend, direction):
         torch.testing.assert_close(joint[i], alone, **TOL)
 
 
-def test_cross_modal_transformer_matches_dense_reference():
-    """MulT's cross-modal stack: queries from LN(target), keys/values from LN(source)."""
+@pytest.mark.parametrize("causal", [True, False])
+def test_cross_modal_transformer_matches_dense_reference(causal):
+    """MulT's cross-modal stack: queries from LN(target), keys/values from LN(source),
+    with MulT's ``buffered_future_mask`` when causal."""
     torch.manual_seed(2)
-    model = MulT(**IN_DIMS, dim=16, n_layers=2, n_heads=2, dropout=0.0, backend="block")
+    model = MulT(
+        **IN_DIMS, dim=16, n_layers=2, n_heads=2, dropout=0.0, backend="block", causal=causal
+    )
     encoder = model.cross["text_from_audio"]
     gen = torch.Generator().manual_seed(3)
-    len_t, len_s = torch.tensor([6, 3]), torch.tensor([4, 0])
-    target = torch.randn(2, 6, 16, generator=gen)
-    source = torch.randn(2, 4, 16, generator=gen)
+    len_t, len_s = torch.tensor([6, 3, 2]), torch.tensor([4, 0, 5])
+    target = torch.randn(3, 6, 16, generator=gen)
+    source = torch.randn(3, 5, 16, generator=gen)
     got = model.cross_modal(
         "text", "audio", {"text": target, "audio": source}, {"text": len_t, "audio": len_s}
     )
 
-    for b in range(2):
+    for b in range(3):
         t, s = target[b, : len_t[b]], source[b, : len_s[b]]
         for layer in encoder.layers:
             attn = layer.attn
@@ -100,7 +104,13 @@ def test_cross_modal_transformer_matches_dense_reference():
                 if len(s) == 0:
                     heads.append(torch.zeros(len(t), attn.head_dim))
                 else:
-                    w = torch.softmax(q @ k.T / math.sqrt(attn.head_dim), dim=-1)
+                    scores = q @ k.T / math.sqrt(attn.head_dim)
+                    if causal:
+                        future = torch.triu(
+                            torch.ones(len(t), len(s), dtype=torch.bool), 1 + abs(len(s) - len(t))
+                        )
+                        scores = scores.masked_fill(future, float("-inf"))
+                    w = torch.softmax(scores, dim=-1)
                     heads.append(w @ v)
             t = t + attn.out(torch.cat(heads, dim=1))
             t = t + layer.ff(layer.ff_norm(t))
@@ -175,9 +185,24 @@ def test_encoder_per_layer_tables_and_frozen_segments():
     assert not out[layout.segment_ids() < 0].any()
 
 
-def test_mult_rejects_causal():
-    with pytest.raises(NotImplementedError):
-        MulT(**IN_DIMS, causal=True)
+def test_mult_self_attention_is_causal_by_default():
+    """The last step sees everything; earlier steps do not see later ones."""
+    torch.manual_seed(13)
+    model = MulT(**IN_DIMS, dim=12, n_layers=1, n_heads=2, dropout=0.0, backend="block").eval()
+    assert model.causal
+    stack = model.self_attention["text"]
+    gen = torch.Generator().manual_seed(14)
+    x = torch.randn(1, 7, 24, generator=gen)
+    layout = pack_modalities([x], torch.tensor([[7]]))[1]
+    out = stack(x, layout, model.self_table)
+    changed = x.clone()
+    changed[0, 4:] += torch.randn(3, 24, generator=gen)
+    out_changed = stack(changed, layout, model.self_table)
+    torch.testing.assert_close(out_changed[0, :4], out[0, :4], **TOL)
+    assert not torch.allclose(out_changed[0, 4:], out[0, 4:])
+    # without the mask every step sees the change
+    full = MulT(**IN_DIMS, dim=12, n_layers=1, n_heads=2, dropout=0.0, causal=False).eval()
+    assert not full.causal and full.self_table.dtype == torch.bool
 
 
 @pytest.mark.parametrize("model_cls", [MulT, GsiT])

@@ -1,7 +1,8 @@
 """Fusion core: attention over a joint multimodal sequence with block tables.
 
 Tokens of several modalities sit in one sequence (:class:`ModalityLayout`); a
-bool ``(S, S)`` block table says which modality segment may attend which.
+``(S, S)`` block table says which modality segment may attend which, fully
+or causally.
 Builders cover MulT pairs, GsiT interlaced tables, isolation (silencing) and
 dual-branch partitions; :class:`ModalityAttention` computes only the allowed
 blocks. Models built on it live in :mod:`brainenc.fusion.models`; RollingQ in
@@ -10,8 +11,12 @@ blocks. Models built on it live in :mod:`brainenc.fusion.models`; RollingQ in
 from .attention import BACKENDS, ModalityAttention, block_attention, dense_attention
 from .encoder import ModalityEncoder, ModalityEncoderLayer
 from .layout import (
+    ATTEND,
+    BLOCKED,
+    CAUSAL,
     ModalityLayout,
     branch_table,
+    causal_table,
     cross_modal_blocks,
     dual_branch_layout,
     full_table,
@@ -25,6 +30,9 @@ from .layout import (
 )
 
 __all__ = [
+    "ATTEND",
+    "BLOCKED",
+    "CAUSAL",
     "BACKENDS",
     "ModalityAttention",
     "ModalityEncoder",
@@ -32,6 +40,7 @@ __all__ = [
     "ModalityLayout",
     "block_attention",
     "branch_table",
+    "causal_table",
     "cross_modal_blocks",
     "dense_attention",
     "dual_branch_layout",

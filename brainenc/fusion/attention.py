@@ -3,9 +3,11 @@
 Shapes follow the shared representation: ``q`` is ``(B, H, Nq, D)``, ``k`` and
 ``v`` are ``(B, H, Nk, D)``; ``q_segment_ids`` ``(B, Nq)`` and
 ``k_segment_ids`` ``(B, Nk)`` give each token's segment (-1 for padding), each
-sample's segments contiguous and in order; ``table`` ``(S, S)`` bool says which
-query segment may attend which key segment. A query that is padding or has no
-allowed non-empty key segment gets output 0.
+sample's segments contiguous and in order; ``table`` ``(S, S)`` says which
+query segment may attend which key segment: a bool table, or integer codes
+where :data:`~brainenc.fusion.layout.CAUSAL` blocks apply MulT's future mask
+inside the block (see :mod:`brainenc.fusion.layout`). A query that is padding
+or has no allowed key gets output 0.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import ModalityLayout
+from .layout import CAUSAL, ModalityLayout, segment_positions, table_codes
 
 __all__ = [
     "dense_attention",
@@ -41,8 +43,17 @@ def _check_inputs(q, k, v, q_segment_ids, k_segment_ids, table) -> None:
         raise ValueError(f"q_segment_ids must be (B, Nq) = {(q.shape[0], q.shape[2])}")
     if k_segment_ids.shape != (k.shape[0], k.shape[2]):
         raise ValueError(f"k_segment_ids must be (B, Nk) = {(k.shape[0], k.shape[2])}")
-    if table.dim() != 2 or table.shape[0] != table.shape[1]:
-        raise ValueError(f"table must be (S, S), got {tuple(table.shape)}")
+    table_codes(table)
+
+
+def _causal_ok(
+    q_position: torch.Tensor,
+    q_length: torch.Tensor,
+    k_position: torch.Tensor,
+    k_length: torch.Tensor,
+) -> torch.Tensor:
+    """MulT's future rule ``r <= p + |L_k - L_q|`` broadcast over the inputs."""
+    return k_position <= q_position + (k_length - q_length).abs()
 
 
 def _segment_one_hot(segment_ids: torch.Tensor, n_segments: int, dtype) -> torch.Tensor:
@@ -71,7 +82,7 @@ def dense_attention(
     q_segment_ids, k_segment_ids : torch.Tensor
         ``(B, Nq)`` and ``(B, Nk)`` segment indices, -1 for padding.
     table : torch.Tensor
-        ``(S, S)`` bool block table.
+        ``(S, S)`` bool block table or integer codes (causal blocks).
     scale : float, optional
         Softmax scale; defaults to ``1 / sqrt(D)``.
     return_segment_mass : bool
@@ -88,11 +99,18 @@ def dense_attention(
     """
     _check_inputs(q, k, v, q_segment_ids, k_segment_ids, table)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    table = table.to(device=q.device, dtype=torch.bool)
+    codes = table_codes(table).to(q.device)
     qs = q_segment_ids.long()
     ks = k_segment_ids.long()
-    allowed = table[qs.clamp(min=0)[:, :, None], ks.clamp(min=0)[:, None, :]]
-    mask = allowed & (qs >= 0)[:, :, None] & (ks >= 0)[:, None, :]
+    code = codes[qs.clamp(min=0)[:, :, None], ks.clamp(min=0)[:, None, :]]
+    mask = (code != 0) & (qs >= 0)[:, :, None] & (ks >= 0)[:, None, :]
+    if bool((codes == CAUSAL).any()):
+        q_pos, q_len = segment_positions(qs, codes.shape[0])
+        k_pos, k_len = segment_positions(ks, codes.shape[0])
+        future_ok = _causal_ok(
+            q_pos[:, :, None], q_len[:, :, None], k_pos[:, None, :], k_len[:, None, :]
+        )
+        mask = mask & ((code != CAUSAL) | future_ok)
     mask = mask[:, None]  # (B, 1, Nq, Nk), broadcast over heads
 
     compute = torch.promote_types(q.dtype, torch.float32)
@@ -149,7 +167,7 @@ def block_attention(
     _check_inputs(q, k, v, q_segment_ids, k_segment_ids, table)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     n_seg = table.shape[0]
-    table_cpu = table.detach().to("cpu", torch.bool)
+    codes_cpu = table_codes(table.detach().to("cpu"))
     device = q.device
     batch, heads, n_q, _ = q.shape
     d_v = v.shape[-1]
@@ -166,7 +184,7 @@ def block_attention(
     for i in range(n_seg):
         width_q = int(q_len[:, i].max()) if batch else 0
         widths.append(width_q)
-        keys_of_i = torch.nonzero(table_cpu[i]).flatten().tolist()
+        keys_of_i = torch.nonzero(codes_cpu[i]).flatten().tolist()
         shape = (batch, heads, width_q)
         if width_q == 0 or not keys_of_i:
             pieces_out.append(q.new_zeros(*shape, d_v, dtype=compute))
@@ -188,8 +206,8 @@ def block_attention(
         which = (bounds[:, None, 1:] <= t[:, :, None]).sum(dim=2).clamp(max=len(keys_of_i) - 1)
         allowed_ids = torch.tensor(keys_of_i, device=device)
         key_seg = allowed_ids[which]  # (B, Tk) original segment index
-        key_pos = k_off.gather(1, key_seg) + t - bounds.gather(1, which)
-        key_pos = torch.where(key_valid, key_pos, 0)
+        key_within = t - bounds.gather(1, which)  # position inside its own segment
+        key_pos = torch.where(key_valid, k_off.gather(1, key_seg) + key_within, 0)
 
         tq = torch.arange(width_q, device=device)[None, :]
         query_valid = tq < q_len[:, i : i + 1]
@@ -198,16 +216,36 @@ def block_attention(
         qi = _gather_tokens(q, query_pos).to(compute)
         ki = _gather_tokens(kc, key_pos)
         vi = _gather_tokens(vc, key_pos)
-        scores = torch.matmul(qi, ki.transpose(-1, -2)) * scale  # (B, H, Tq, Tk)
-        key_mask = key_valid[:, None, None, :]
-        has_key = key_valid.any(dim=1)[:, None, None, None]
-        scores = scores.masked_fill(~key_mask, float("-inf"))
-        scores = torch.where(has_key, scores, torch.zeros_like(scores))
-        weights = torch.softmax(scores, dim=-1) * has_key.to(compute)
-        pieces_out.append(torch.matmul(weights, vi))
+        causal_keys = codes_cpu[i, keys_of_i] == CAUSAL
+        if bool(causal_keys.any()):
+            slot_causal = causal_keys.to(device)[which]  # (B, Tk)
+            future_ok = _causal_ok(
+                tq[:, :, None],
+                q_len[:, i, None, None],
+                key_within[:, None, :],
+                k_len.gather(1, key_seg)[:, None, :],
+            )  # (B, Tq, Tk)
+            key_mask = (key_valid[:, None, :] & (~slot_causal[:, None, :] | future_ok))[:, None]
+            has_key = key_mask.any(dim=-1, keepdim=True)
+        else:
+            key_mask = key_valid[:, None, None, :]
+            has_key = key_valid.any(dim=1)[:, None, None, None]
         if return_segment_mass:
+            scores = torch.matmul(qi, ki.transpose(-1, -2)) * scale  # (B, H, Tq, Tk)
+            scores = scores.masked_fill(~key_mask, float("-inf"))
+            scores = torch.where(has_key, scores, torch.zeros_like(scores))
+            weights = torch.softmax(scores, dim=-1) * has_key.to(compute)
+            pieces_out.append(torch.matmul(weights, vi))
             hot = F.one_hot(key_seg, n_seg).to(compute) * key_valid[..., None].to(compute)
             pieces_mass.append(torch.matmul(weights, hot[:, None]))
+            continue
+        # fused attention; a row without keys attends all slots and is then zeroed
+        # (finite values, zero gradients), and a mask without holes is dropped
+        mask = key_mask | ~has_key
+        attended = F.scaled_dot_product_attention(
+            qi, ki, vi, attn_mask=None if bool(mask.all()) else mask, scale=scale
+        )
+        pieces_out.append(attended * has_key.to(compute))
 
     # place every segment's rows back: one gather from [seg 0 rows | seg 1 rows | ... | zero row]
     bases = torch.tensor([0] + widths, device=device).cumsum(0)
@@ -295,19 +333,12 @@ class ModalityAttention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def resolve_backend(self, x: torch.Tensor, return_segment_mass: bool = False) -> str:
-        """Backend used for input ``x``.
-
-        ``"auto"`` picks ``"triton"`` on CUDA when triton imports, else
-        ``"block"``. The Triton kernel returns no segment mass, so a request
-        for it runs the ``"block"`` path instead.
-        """
-        backend = self.backend
-        if backend == "auto":
-            backend = "triton" if x.is_cuda and _triton_available() else "block"
-        if backend == "triton" and return_segment_mass:
-            backend = "block"
-        return backend
+    def resolve_backend(self, x: torch.Tensor) -> str:
+        """Backend used for input ``x``: ``"auto"`` picks ``"triton"`` on CUDA
+        when triton imports, else ``"block"``."""
+        if self.backend == "auto":
+            return "triton" if x.is_cuda and _triton_available() else "block"
+        return self.backend
 
     def forward(
         self,
@@ -326,12 +357,13 @@ class ModalityAttention(nn.Module):
         layout : ModalityLayout
             Segment lengths of ``x``.
         table : torch.Tensor
-            ``(S, S)`` bool block table.
+            ``(S, S)`` block table (bool, or integer codes with causal blocks).
         query_hook : callable, optional
             ``query_hook(q, segment_ids) -> q`` applied to the ``(B, H, N,
             head_dim)`` queries before the softmax (e.g. rotating the CLS query).
         return_segment_mass : bool
-            Also return the ``(B, H, N, S)`` attention mass per key segment.
+            Also return the ``(B, H, N, S)`` attention mass per key segment
+            (from the Triton backend without gradient).
 
         Returns
         -------
@@ -354,7 +386,7 @@ class ModalityAttention(nn.Module):
         if query_hook is not None:
             q = query_hook(q, segment_ids)
 
-        backend = self.resolve_backend(x, return_segment_mass)
+        backend = self.resolve_backend(x)
         mass = None
         if backend == "dense":
             result = dense_attention(
@@ -365,7 +397,9 @@ class ModalityAttention(nn.Module):
                 q, k, v, segment_ids, segment_ids, table, return_segment_mass=return_segment_mass
             )
         else:
-            result = _triton_attention()(q, k, v, segment_ids, segment_ids, table)
+            result = _triton_attention()(
+                q, k, v, segment_ids, segment_ids, table, return_segment_mass=return_segment_mass
+            )
         if return_segment_mass:
             result, mass = result
 

@@ -94,7 +94,8 @@ class ModalityEncoderLayer(nn.Module):
         layout : ModalityLayout
             Segment lengths of ``x``.
         table : torch.Tensor
-            ``(S, S)`` bool block table of the attention.
+            ``(S, S)`` block table of the attention (bool, or integer codes with
+            causal blocks; see :mod:`brainenc.fusion.layout`).
         update : bool tensor or sequence of bool, optional
             ``(S,)``: segments whose tokens the layer updates; the tokens of the
             other segments pass through unchanged and serve only as keys and
@@ -178,7 +179,7 @@ class ModalityEncoder(nn.Module):
         layout : ModalityLayout
             Segment lengths of ``x``.
         tables : torch.Tensor or sequence of torch.Tensor
-            One ``(S, S)`` bool table used by every layer, or one table per
+            One ``(S, S)`` table used by every layer, or one table per
             layer (e.g. blocks silenced only at some layers).
         update : bool tensor or sequence of bool, optional
             ``(S,)`` segments the layers (and the final norm) update; the others

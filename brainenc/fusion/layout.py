@@ -5,8 +5,16 @@ sequence padded to ``N`` positions. Segment ``s`` (modality ``s``, in order)
 of sample ``b`` occupies positions ``[offsets[b, s], offsets[b, s + 1])``;
 positions at or past ``offsets[b, S]`` are padding. Segments may be empty.
 
-A block table is a bool tensor ``(S, S)``: ``table[i, j]`` is True when a
-query of segment ``i`` may attend the keys of segment ``j``.
+A block table is a tensor ``(S, S)`` saying how a query of segment ``i`` may
+attend the keys of segment ``j``. A bool table allows (True) or blocks (False)
+whole blocks. An integer table holds one code per block: :data:`BLOCKED` (0),
+:data:`ATTEND` (1, every key of the block) or :data:`CAUSAL` (2, MulT's
+future mask inside the block: the query at position ``p`` of its segment may
+attend the key at position ``r`` of its segment when
+``r <= p + |L_key - L_query|``, with ``L`` the two segments' lengths in that
+sample; for a segment attending itself this is the usual causal mask
+``r <= p``). Any non-zero code allows the block, so bool and integer tables
+mean the same where no block is causal.
 """
 from __future__ import annotations
 
@@ -16,6 +24,9 @@ from typing import Iterable, Sequence
 import torch
 
 __all__ = [
+    "BLOCKED",
+    "ATTEND",
+    "CAUSAL",
     "ModalityLayout",
     "pack_modalities",
     "full_table",
@@ -24,6 +35,10 @@ __all__ = [
     "gsit_forward_table",
     "gsit_backward_table",
     "silence",
+    "causal_table",
+    "has_causal",
+    "table_codes",
+    "segment_positions",
     "cross_modal_blocks",
     "unimodal_blocks",
     "dual_branch_layout",
@@ -31,6 +46,13 @@ __all__ = [
 ]
 
 Block = tuple[int, int]
+
+BLOCKED = 0
+"""Table code: the query segment may not attend the key segment."""
+ATTEND = 1
+"""Table code: the query segment attends every key of the key segment."""
+CAUSAL = 2
+"""Table code: MulT's future mask inside the block (see the module notes)."""
 
 
 @dataclass(frozen=True)
@@ -335,13 +357,106 @@ def silence(table: torch.Tensor, blocks: Iterable[Block]) -> torch.Tensor:
     Used for isolation analyses: silencing all cross-modal blocks leaves each
     modality computing from its own tokens only.
     """
-    out = table.clone().to(torch.bool)
+    out = table.clone()
     n = out.shape[0]
     for i, j in blocks:
         _check_index(i, n)
         _check_index(j, n)
-        out[i, j] = False
+        out[i, j] = BLOCKED
     return out
+
+
+def causal_table(table: torch.Tensor, blocks: Iterable[Block] | None = None) -> torch.Tensor:
+    """Integer copy of ``table`` with allowed blocks made :data:`CAUSAL`.
+
+    Parameters
+    ----------
+    table : torch.Tensor
+        ``(S, S)`` bool or integer block table.
+    blocks : iterable of (int, int), optional
+        The ``(query, key)`` blocks to make causal; default: every allowed
+        block. Blocked entries stay blocked.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(S, S)`` int8 table of :data:`BLOCKED` / :data:`ATTEND` / :data:`CAUSAL`.
+    """
+    out = table_codes(table).clone()
+    n = out.shape[0]
+    if blocks is None:
+        chosen = out != BLOCKED
+    else:
+        chosen = torch.zeros(out.shape, dtype=torch.bool, device=out.device)
+        for i, j in blocks:
+            _check_index(i, n)
+            _check_index(j, n)
+            chosen[i, j] = True
+    out[chosen & (out != BLOCKED)] = CAUSAL
+    return out
+
+
+def table_codes(table: torch.Tensor) -> torch.Tensor:
+    """``(S, S)`` int8 codes of a bool or integer block table.
+
+    Raises
+    ------
+    ValueError
+        If the table is not square or holds a code other than
+        :data:`BLOCKED`, :data:`ATTEND` and :data:`CAUSAL`.
+    """
+    if table.dim() != 2 or table.shape[0] != table.shape[1]:
+        raise ValueError(f"table must be (S, S), got {tuple(table.shape)}")
+    if table.dtype == torch.bool:
+        return table.to(torch.int8)
+    if table.is_floating_point() or table.is_complex():
+        raise ValueError(f"table must be bool or integer, got {table.dtype}")
+    bad = (table < BLOCKED) | (table > CAUSAL)
+    if bool(bad.any()):
+        raise ValueError(
+            f"table codes must be {BLOCKED} (blocked), {ATTEND} (attend) or {CAUSAL} (causal), "
+            f"got {sorted(set(table[bad].tolist()))}"
+        )
+    return table.to(torch.int8)
+
+
+def has_causal(table: torch.Tensor) -> bool:
+    """Whether any block of ``table`` is :data:`CAUSAL`."""
+    return table.dtype != torch.bool and bool((table == CAUSAL).any())
+
+
+def segment_positions(
+    segment_ids: torch.Tensor, n_segments: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each token's position inside its segment and that segment's length.
+
+    Parameters
+    ----------
+    segment_ids : torch.Tensor
+        ``(B, N)`` segment index per token, -1 for padding; segments
+        contiguous and in order within each sample.
+    n_segments : int
+        Number of segments ``S``.
+
+    Returns
+    -------
+    position : torch.Tensor
+        ``(B, N)`` int64 position counted from the segment's first token
+        (0 for padding).
+    length : torch.Tensor
+        ``(B, N)`` int64 length of the token's segment in its sample (0 for
+        padding).
+    """
+    ids = segment_ids.long()
+    valid = ids >= 0
+    seg = ids.clamp(min=0)
+    hot = torch.nn.functional.one_hot(seg, n_segments) * valid[..., None]
+    lengths = hot.sum(dim=1)  # (B, S)
+    starts = lengths.cumsum(dim=1) - lengths
+    index = torch.arange(ids.shape[1], device=ids.device)[None, :]
+    position = torch.where(valid, index - starts.gather(1, seg), 0)
+    length = torch.where(valid, lengths.gather(1, seg), 0)
+    return position, length
 
 
 # ----------------------------------------------------------------------------- dual branch

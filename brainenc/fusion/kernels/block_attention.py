@@ -12,6 +12,15 @@ sample and query tile, see :func:`build_tile_lists`); the kernels loop over the
 listed key tiles only, so masked tiles are never computed. Inside a visited tile
 the element mask is rebuilt from the segment ids and the table.
 
+Integer tables may mark blocks :data:`~brainenc.fusion.layout.CAUSAL`: inside
+such a block the element mask also applies MulT's future rule, from each
+token's position in its segment and the segment lengths (per sample). A tile
+pair lying inside one causal block is listed only when some entry passes the
+rule.
+
+The forward kernel can also accumulate each query's attention mass per key
+segment in the same pass (a diagnostic output without gradient).
+
 Queries that are padding, or that may attend no key, get output 0 and zero
 gradients.
 """
@@ -23,6 +32,8 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
+
+from ..layout import CAUSAL, segment_positions, table_codes
 
 __all__ = ["TileLists", "block_sparse_attention", "build_tile_lists"]
 
@@ -67,6 +78,17 @@ def _tile_ranges(segment_ids: torch.Tensor, block: int) -> tuple[torch.Tensor, t
     return lo, hi
 
 
+def _tile_extreme(values: torch.Tensor, segment_ids: torch.Tensor, block: int, largest: bool):
+    """Largest (or smallest) value over the non-padding tokens of each tile, (B, n_tiles)."""
+    batch, length = values.shape
+    n_tiles = triton.cdiv(length, block)
+    pad = n_tiles * block - length
+    fill = -1 if largest else torch.iinfo(torch.int64).max
+    masked = torch.where(segment_ids >= 0, values.long(), fill)
+    masked = torch.nn.functional.pad(masked, (0, pad), value=fill).view(batch, n_tiles, block)
+    return masked.amax(-1) if largest else masked.amin(-1)
+
+
 def _allowed_tiles(
     q_segment_ids: torch.Tensor,
     k_segment_ids: torch.Tensor,
@@ -75,12 +97,13 @@ def _allowed_tiles(
     block_n: int,
 ) -> torch.Tensor:
     """Boolean (B, n_q_tiles, n_k_tiles): which tile pairs hold an allowed entry."""
-    n_seg = table.shape[0]
+    codes = table_codes(table).long()
+    n_seg = codes.shape[0]
     q_lo, q_hi = _tile_ranges(q_segment_ids, block_m)
     k_lo, k_hi = _tile_ranges(k_segment_ids, block_n)
-    # 2-D prefix sums turn "any True in table[a:b+1, c:d+1]" into four lookups
-    prefix = torch.zeros(n_seg + 1, n_seg + 1, dtype=torch.int64, device=table.device)
-    prefix[1:, 1:] = table.long().cumsum(0).cumsum(1)
+    # 2-D prefix sums turn "any allowed in table[a:b+1, c:d+1]" into four lookups
+    prefix = torch.zeros(n_seg + 1, n_seg + 1, dtype=torch.int64, device=codes.device)
+    prefix[1:, 1:] = (codes != 0).long().cumsum(0).cumsum(1)
     q_valid = q_lo <= q_hi
     k_valid = k_lo <= k_hi
     r0 = torch.where(q_valid, q_lo, 0)[:, :, None]
@@ -88,7 +111,21 @@ def _allowed_tiles(
     c0 = torch.where(k_valid, k_lo, 0)[:, None, :]
     c1 = torch.where(k_valid, k_hi + 1, 0)[:, None, :]
     count = prefix[r1, c1] - prefix[r0, c1] - prefix[r1, c0] + prefix[r0, c0]
-    return (count > 0) & q_valid[:, :, None] & k_valid[:, None, :]
+    allowed = (count > 0) & q_valid[:, :, None] & k_valid[:, None, :]
+    if bool((codes == CAUSAL).any()):
+        # a tile pair inside one causal block holds an allowed entry only when
+        # its earliest key passes the rule for its latest query
+        q_pos, q_len = segment_positions(q_segment_ids, n_seg)
+        k_pos, k_len = segment_positions(k_segment_ids, n_seg)
+        q_last = _tile_extreme(q_pos, q_segment_ids, block_m, largest=True)[:, :, None]
+        k_first = _tile_extreme(k_pos, k_segment_ids, block_n, largest=False)[:, None, :]
+        q_len_tile = _tile_extreme(q_len, q_segment_ids, block_m, largest=True)[:, :, None]
+        k_len_tile = _tile_extreme(k_len, k_segment_ids, block_n, largest=True)[:, None, :]
+        single = (q_lo == q_hi)[:, :, None] & (k_lo == k_hi)[:, None, :]
+        in_causal = single & (codes[r0, c0] == CAUSAL)
+        reachable = k_first <= q_last + (k_len_tile - q_len_tile).abs()
+        allowed = allowed & (~in_causal | reachable)
+    return allowed
 
 
 def _to_csr(allowed: torch.Tensor) -> TileLists:
@@ -124,7 +161,8 @@ def build_tile_lists(
     q_segment_ids, k_segment_ids : torch.Tensor
         Integer (B, Nq) and (B, Nk) segment ids, ``-1`` for padding.
     table : torch.Tensor
-        Boolean (S, S) permission table (query segment, key segment).
+        (S, S) permission table (query segment, key segment): bool, or integer
+        codes with causal blocks.
     block_m, block_n : int
         Query and key tile sizes.
     transpose : bool, default False
@@ -136,7 +174,7 @@ def build_tile_lists(
     TileLists
         CSR of the visited tiles.
     """
-    allowed = _allowed_tiles(q_segment_ids, k_segment_ids, table.bool(), block_m, block_n)
+    allowed = _allowed_tiles(q_segment_ids, k_segment_ids, table, block_m, block_n)
     if transpose:
         allowed = allowed.transpose(1, 2)
     return _to_csr(allowed.contiguous())
@@ -159,33 +197,55 @@ def _store_rows(base, offs, in_range, value, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
-def _element_mask(qs, ks, table_ptr, n_seg):
-    """Element mask of one tile from the query and key segment ids."""
-    valid = (qs[:, None] >= 0) & (ks[None, :] >= 0)
-    entry = tl.load(table_ptr + qs[:, None] * n_seg + ks[None, :], mask=valid, other=0)
-    return valid & (entry != 0)
+def _token_info(seg_ptr, pos_ptr, len_ptr, b, n, offs, in_range, HAS_CAUSAL: tl.constexpr):
+    """Segment ids of tokens ``offs`` of sample ``b``; with causal blocks also
+    their positions in their segments and the segments' lengths (else zeros)."""
+    seg = tl.load(seg_ptr + b * n + offs, mask=in_range, other=-1)
+    pos = tl.zeros(offs.shape, tl.int32)
+    length = tl.zeros(offs.shape, tl.int32)
+    if HAS_CAUSAL:
+        pos = tl.load(pos_ptr + b * n + offs, mask=in_range, other=0)
+        length = tl.load(len_ptr + b * n + offs, mask=in_range, other=0)
+    return seg, pos, length
 
 
 @triton.jit
-def _key_tile(k_base, v_base, kseg_ptr, idx_ptr, i, b, n_k, qs, table_ptr, n_seg,
-              BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """Keys, values and element mask of the ``i``-th listed key tile of a query tile."""
+def _element_mask(qs, qp, ql, ks, kp, kl, table_ptr, n_seg, HAS_CAUSAL: tl.constexpr):
+    """Element mask of one tile from the tokens' segment ids (and positions)."""
+    valid = (qs[:, None] >= 0) & (ks[None, :] >= 0)
+    entry = tl.load(table_ptr + qs[:, None] * n_seg + ks[None, :], mask=valid, other=0)
+    allowed = valid & (entry != 0)
+    if HAS_CAUSAL:
+        gap = kl[None, :] - ql[:, None]
+        gap = tl.where(gap < 0, -gap, gap)
+        allowed = allowed & ((entry != 2) | (kp[None, :] <= qp[:, None] + gap))
+    return allowed
+
+
+@triton.jit
+def _key_tile(k_base, v_base, kseg_ptr, kpos_ptr, klen_ptr, idx_ptr, i, b, n_k, qs, qp, ql,
+              table_ptr, n_seg,
+              BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_CAUSAL: tl.constexpr):
+    """Keys, values, segment ids and element mask of the ``i``-th listed key tile of a query tile."""
     kt = tl.load(idx_ptr + i)
     offs_n = kt * BLOCK_N + tl.arange(0, BLOCK_N)
     col_in = offs_n < n_k
     k = _load_rows(k_base, offs_n, col_in, HEAD_DIM)
     v = _load_rows(v_base, offs_n, col_in, HEAD_DIM)
-    ks = tl.load(kseg_ptr + b * n_k + offs_n, mask=col_in, other=-1)
-    return k, v, _element_mask(qs, ks, table_ptr, n_seg)
+    ks, kp, kl = _token_info(kseg_ptr, kpos_ptr, klen_ptr, b, n_k, offs_n, col_in, HAS_CAUSAL)
+    allowed = _element_mask(qs, qp, ql, ks, kp, kl, table_ptr, n_seg, HAS_CAUSAL)
+    return k, v, ks, allowed
 
 
 @triton.jit
 def _forward_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
-    qseg_ptr, kseg_ptr, table_ptr, ptr_ptr, idx_ptr,
+    q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, mass_ptr,
+    qseg_ptr, qpos_ptr, qlen_ptr, kseg_ptr, kpos_ptr, klen_ptr,
+    table_ptr, ptr_ptr, idx_ptr,
     n_heads, n_q, n_k, n_seg, n_q_tiles, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, HAS_CAUSAL: tl.constexpr, WITH_MASS: tl.constexpr,
+    SEG_BLOCK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -197,17 +257,20 @@ def _forward_kernel(
     v_base = v_ptr + pid_bh.to(tl.int64) * n_k * HEAD_DIM
 
     q = _load_rows(q_base, offs_m, row_in, HEAD_DIM)
-    qs = tl.load(qseg_ptr + b * n_q + offs_m, mask=row_in, other=-1)
+    qs, qp, ql = _token_info(qseg_ptr, qpos_ptr, qlen_ptr, b, n_q, offs_m, row_in, HAS_CAUSAL)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    seg_cols = tl.arange(0, SEG_BLOCK)
+    mass = tl.zeros([BLOCK_M, SEG_BLOCK], tl.float32)
 
     start = tl.load(ptr_ptr + b * (n_q_tiles + 1) + pid_m)
     end = tl.load(ptr_ptr + b * (n_q_tiles + 1) + pid_m + 1)
     for i in range(start, end):
-        k, v, allowed = _key_tile(k_base, v_base, kseg_ptr, idx_ptr, i, b, n_k, qs, table_ptr,
-                                  n_seg, BLOCK_N, HEAD_DIM)
+        k, v, ks, allowed = _key_tile(k_base, v_base, kseg_ptr, kpos_ptr, klen_ptr, idx_ptr, i,
+                                      b, n_k, qs, qp, ql, table_ptr, n_seg,
+                                      BLOCK_N, HEAD_DIM, HAS_CAUSAL)
 
         # scores in base-2 units: exp2 is cheaper than exp
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
@@ -219,10 +282,19 @@ def _forward_kernel(
         p = tl.exp2(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        if WITH_MASS:
+            # per-segment sums of the same unnormalised weights, rescaled like acc
+            hot = (ks[:, None] == seg_cols[None, :]).to(tl.float32)
+            mass = mass * alpha[:, None] + tl.dot(p, hot, input_precision="ieee")
         m_i = m_new
 
     has_key = l_i > 0.0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
+    if WITH_MASS:
+        mass = mass / tl.where(has_key, l_i, 1.0)[:, None]
+        rows = pid_bh.to(tl.int64) * n_q + offs_m
+        mass_ptrs = mass_ptr + rows[:, None] * n_seg + seg_cols[None, :]
+        tl.store(mass_ptrs, mass, mask=row_in[:, None] & (seg_cols[None, :] < n_seg))
     # empty rows: lse is never used for them (their mask is all False in the backward)
     lse = tl.where(has_key, m_i + tl.log2(tl.where(has_key, l_i, 1.0)), 0.0)
     o_base = o_ptr + pid_bh.to(tl.int64) * n_q * HEAD_DIM
@@ -233,10 +305,11 @@ def _forward_kernel(
 @triton.jit
 def _backward_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
-    qseg_ptr, kseg_ptr, table_ptr, ptr_ptr, idx_ptr,
+    qseg_ptr, qpos_ptr, qlen_ptr, kseg_ptr, kpos_ptr, klen_ptr,
+    table_ptr, ptr_ptr, idx_ptr,
     n_heads, n_q, n_k, n_seg, n_k_tiles, qk_scale, scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, HAS_CAUSAL: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -250,7 +323,7 @@ def _backward_dkdv_kernel(
 
     k = _load_rows(k_ptr + kv_off, offs_n, col_in, HEAD_DIM)
     v = _load_rows(v_ptr + kv_off, offs_n, col_in, HEAD_DIM)
-    ks = tl.load(kseg_ptr + b * n_k + offs_n, mask=col_in, other=-1)
+    ks, kp, kl = _token_info(kseg_ptr, kpos_ptr, klen_ptr, b, n_k, offs_n, col_in, HAS_CAUSAL)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
 
@@ -264,8 +337,8 @@ def _backward_dkdv_kernel(
         do = _load_rows(do_base, offs_m, row_in, HEAD_DIM)
         lse = tl.load(lse_ptr + row_off + offs_m, mask=row_in, other=0.0)
         delta = tl.load(delta_ptr + row_off + offs_m, mask=row_in, other=0.0)
-        qs = tl.load(qseg_ptr + b * n_q + offs_m, mask=row_in, other=-1)
-        allowed = _element_mask(qs, ks, table_ptr, n_seg)
+        qs, qp, ql = _token_info(qseg_ptr, qpos_ptr, qlen_ptr, b, n_q, offs_m, row_in, HAS_CAUSAL)
+        allowed = _element_mask(qs, qp, ql, ks, kp, kl, table_ptr, n_seg, HAS_CAUSAL)
 
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
@@ -282,10 +355,11 @@ def _backward_dkdv_kernel(
 @triton.jit
 def _backward_dq_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
-    qseg_ptr, kseg_ptr, table_ptr, ptr_ptr, idx_ptr,
+    qseg_ptr, qpos_ptr, qlen_ptr, kseg_ptr, kpos_ptr, klen_ptr,
+    table_ptr, ptr_ptr, idx_ptr,
     n_heads, n_q, n_k, n_seg, n_q_tiles, qk_scale, scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, HAS_CAUSAL: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -301,14 +375,15 @@ def _backward_dq_kernel(
     do = _load_rows(do_ptr + q_off, offs_m, row_in, HEAD_DIM)
     lse = tl.load(lse_ptr + row_off + offs_m, mask=row_in, other=0.0)
     delta = tl.load(delta_ptr + row_off + offs_m, mask=row_in, other=0.0)
-    qs = tl.load(qseg_ptr + b * n_q + offs_m, mask=row_in, other=-1)
+    qs, qp, ql = _token_info(qseg_ptr, qpos_ptr, qlen_ptr, b, n_q, offs_m, row_in, HAS_CAUSAL)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
 
     start = tl.load(ptr_ptr + b * (n_q_tiles + 1) + pid_m)
     end = tl.load(ptr_ptr + b * (n_q_tiles + 1) + pid_m + 1)
     for i in range(start, end):
-        k, v, allowed = _key_tile(k_base, v_base, kseg_ptr, idx_ptr, i, b, n_k, qs, table_ptr,
-                                  n_seg, BLOCK_N, HEAD_DIM)
+        k, v, _, allowed = _key_tile(k_base, v_base, kseg_ptr, kpos_ptr, klen_ptr, idx_ptr, i,
+                                     b, n_k, qs, qp, ql, table_ptr, n_seg,
+                                     BLOCK_N, HEAD_DIM, HAS_CAUSAL)
 
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
@@ -325,35 +400,64 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+def _token_tensors(segment_ids: torch.Tensor, n_seg: int, has_causal: bool) -> tuple:
+    """int32 (segment id, position in segment, segment length) per token for the kernels.
+
+    Without causal blocks the kernels never read positions or lengths, and
+    the segment ids stand in for them.
+    """
+    seg = segment_ids.to(torch.int32).contiguous()
+    if not has_causal:
+        return seg, seg, seg
+    pos, length = segment_positions(segment_ids, n_seg)
+    return seg, pos.to(torch.int32).contiguous(), length.to(torch.int32).contiguous()
+
+
 class _BlockSparseAttention(torch.autograd.Function):
-    """Autograd wrapper around the forward and backward kernels."""
+    """Autograd wrapper around the forward and backward kernels.
+
+    Returns the output and the per-segment mass (an empty tensor unless
+    requested); the mass carries no gradient.
+    """
 
     @staticmethod
-    def forward(ctx, q, k, v, q_seg, k_seg, table, scale, block_m, block_n):
+    def forward(ctx, q, k, v, q_seg, k_seg, table, scale, block_m, block_n, with_mass):
         batch, n_heads, n_q, head_dim = q.shape
         n_k = k.shape[2]
+        n_seg = table.shape[0]
+        has_causal = bool((table == CAUSAL).any())
+        q_info = _token_tensors(q_seg, n_seg, has_causal)
+        k_info = _token_tensors(k_seg, n_seg, has_causal)
         n_q_tiles = triton.cdiv(n_q, block_m)
         lists = build_tile_lists(q_seg, k_seg, table, block_m, block_n)
         out = torch.empty_like(q)
         # log-sum-exp of the scaled scores in base 2 (the kernels use exp2), fp32
         lse = torch.empty(batch, n_heads, n_q, dtype=torch.float32, device=q.device)
+        mass_shape = (batch, n_heads, n_q, n_seg) if with_mass else (0,)
+        mass = torch.zeros(mass_shape, dtype=torch.float32, device=q.device)
         grid = (n_q_tiles, batch * n_heads)
         _forward_kernel[grid](
-            q, k, v, out, lse,
-            q_seg, k_seg, table, lists.ptr, lists.idx,
-            n_heads, n_q, n_k, table.shape[0], n_q_tiles, scale * _LOG2E,
+            q, k, v, out, lse, mass,
+            *q_info, *k_info,
+            table, lists.ptr, lists.idx,
+            n_heads, n_q, n_k, n_seg, n_q_tiles, scale * _LOG2E,
             HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-            PRECISION=_precision(q.dtype),
+            PRECISION=_precision(q.dtype), HAS_CAUSAL=has_causal, WITH_MASS=with_mass,
+            SEG_BLOCK=max(16, triton.next_power_of_2(n_seg)),
         )
-        ctx.save_for_backward(q, k, v, out, lse, q_seg, k_seg, table, lists.ptr, lists.idx)
+        ctx.save_for_backward(q, k, v, out, lse, *q_info, *k_info, table, lists.ptr, lists.idx)
         ctx.scale = scale
         ctx.block_m = block_m
         ctx.block_n = block_n
-        return out
+        ctx.has_causal = has_causal
+        ctx.mark_non_differentiable(mass)
+        return out, mass
 
     @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, out, lse, q_seg, k_seg, table, ptr, idx = ctx.saved_tensors
+    def backward(ctx, grad_out, grad_mass):
+        q, k, v, out, lse, *rest = ctx.saved_tensors
+        q_info, k_info = tuple(rest[0:3]), tuple(rest[3:6])
+        table, ptr, idx = rest[6:]
         batch, n_heads, n_q, head_dim = q.shape
         n_k = k.shape[2]
         block_m, block_n, scale = ctx.block_m, ctx.block_n, ctx.scale
@@ -365,23 +469,24 @@ class _BlockSparseAttention(torch.autograd.Function):
         dv = torch.empty_like(v)
         n_q_tiles = triton.cdiv(n_q, block_m)
         n_k_tiles = triton.cdiv(n_k, block_n)
-        lists_t = build_tile_lists(q_seg, k_seg, table, block_m, block_n, transpose=True)
+        lists_t = build_tile_lists(q_info[0], k_info[0], table, block_m, block_n, transpose=True)
         common = dict(
-            HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=_precision(q.dtype)
+            HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=_precision(q.dtype),
+            HAS_CAUSAL=ctx.has_causal,
         )
         _backward_dkdv_kernel[(n_k_tiles, batch * n_heads)](
             q, k, v, grad_out, lse, delta, dk, dv,
-            q_seg, k_seg, table, lists_t.ptr, lists_t.idx,
+            *q_info, *k_info, table, lists_t.ptr, lists_t.idx,
             n_heads, n_q, n_k, table.shape[0], n_k_tiles, scale * _LOG2E, scale,
             **common,
         )
         _backward_dq_kernel[(n_q_tiles, batch * n_heads)](
             q, k, v, grad_out, lse, delta, dq,
-            q_seg, k_seg, table, ptr, idx,
+            *q_info, *k_info, table, ptr, idx,
             n_heads, n_q, n_k, table.shape[0], n_q_tiles, scale * _LOG2E, scale,
             **common,
         )
-        return dq, dk, dv, None, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None, None
 
 
 def _padded_head_dim(head_dim: int) -> int:
@@ -400,7 +505,8 @@ def block_sparse_attention(
     scale: float | None = None,
     block_m: int = 64,
     block_n: int = 64,
-) -> torch.Tensor:
+    return_segment_mass: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Block-sparse segment-masked attention (Triton, differentiable in q, k, v).
 
     Parameters
@@ -413,18 +519,25 @@ def block_sparse_attention(
         Integer (B, Nq) and (B, Nk) segment ids, contiguous runs per segment,
         ``-1`` for padding.
     table : torch.Tensor
-        Boolean (S, S); ``table[i, j]`` allows queries of segment ``i`` to
-        attend keys of segment ``j``.
+        (S, S); ``table[i, j]`` allows queries of segment ``i`` to attend keys
+        of segment ``j``: bool, or integer codes of
+        :mod:`brainenc.fusion.layout` (0 blocked, 1 attend, 2 causal).
     scale : float, optional
         Softmax scale, default ``1 / sqrt(D)``.
     block_m, block_n : int, default 64
         Query and key tile sizes (powers of two, at least 16).
+    return_segment_mass : bool, default False
+        Also return each query's attention mass per key segment, summed in the
+        forward pass (no gradient flows through it).
 
     Returns
     -------
-    torch.Tensor
+    out : torch.Tensor
         (B, H, Nq, D) attention output; 0 for padding queries and for queries
         that may attend no key.
+    mass : torch.Tensor
+        Only with ``return_segment_mass``: float32 (B, H, Nq, S), rows summing
+        to 1 (or 0 for queries that attend nothing).
 
     Notes
     -----
@@ -445,12 +558,11 @@ def block_sparse_attention(
     n_k = k.shape[2]
     if tuple(q_segment_ids.shape) != (batch, n_q) or tuple(k_segment_ids.shape) != (batch, n_k):
         raise ValueError("segment ids must have shapes (B, Nq) and (B, Nk)")
-    if table.dim() != 2 or table.shape[0] != table.shape[1]:
-        raise ValueError("table must be a square (S, S) boolean tensor")
+    codes = table_codes(table)
     for block in (block_m, block_n):
         if block < 16 or block & (block - 1):
             raise ValueError(f"tile sizes must be powers of two >= 16, got {block}")
-    n_seg = table.shape[0]
+    n_seg = codes.shape[0]
     for ids in (q_segment_ids, k_segment_ids):
         # an id beyond the table would read outside it inside the kernel
         if ids.numel() and int(ids.max()) >= n_seg:
@@ -465,16 +577,19 @@ def block_sparse_attention(
         extra = (0, padded - head_dim)
         q, k, v = (torch.nn.functional.pad(t, extra) for t in (q, k, v))
     device = q.device
-    out = _BlockSparseAttention.apply(
+    out, mass = _BlockSparseAttention.apply(
         q.contiguous(),
         k.contiguous(),
         v.contiguous(),
         q_segment_ids.to(device=device, dtype=torch.int32).contiguous(),
         k_segment_ids.to(device=device, dtype=torch.int32).contiguous(),
-        table.to(device=device, dtype=torch.int32).contiguous(),
+        codes.to(device=device, dtype=torch.int32).contiguous(),
         float(scale),
         block_m,
         block_n,
+        bool(return_segment_mass),
     )
-    return out[..., :head_dim] if padded != head_dim else out
+    if padded != head_dim:
+        out = out[..., :head_dim]
+    return (out, mass) if return_segment_mass else out
 

@@ -22,9 +22,11 @@ Simplifications against the reference implementation, stated here once:
   rather than on the softmax weights;
 * sequences may have different lengths per sample: "last time step" is the
   last *valid* token of each sample (zeros for an empty modality), and
-  sinusoidal positions count from 0 within each modality;
-* MulT's default causal (future) mask is not available: the block table has no
-  causal mode yet, so the model attends over whole segments (``causal=False``).
+  sinusoidal positions count from 0 within each modality. MulT's future mask
+  (on by default, ``causal=True``) uses each sample's valid lengths: target
+  step ``p`` attends source step ``r`` when ``r <= p + |L_source - L_target|``,
+  the self-attention stacks use the plain causal mask; these are the
+  :data:`~brainenc.fusion.layout.CAUSAL` blocks of the fusion core.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from ..encoder import ModalityEncoder
-from ..layout import full_table, pack_modalities, pair_table
+from ..layout import causal_table, full_table, pack_modalities, pair_table
 
 __all__ = [
     "MulT",
@@ -179,8 +181,10 @@ class MulT(nn.Module):
     backend : {"auto", "dense", "block", "triton"}
         Attention backend.
     causal : bool
-        Must be False: MulT masks future time steps by default, but the block
-        table has no causal mode yet.
+        MulT's future mask (its default): each target step attends source
+        steps up to its own step plus the length difference, and each
+        self-attention step the steps up to itself. False attends whole
+        sequences.
 
     Notes
     -----
@@ -199,11 +203,10 @@ class MulT(nn.Module):
         ff_mult: int = 4,
         dropout: float = 0.1,
         backend: str = "auto",
-        causal: bool = False,
+        causal: bool = True,
     ) -> None:
         super().__init__()
-        if causal:
-            raise NotImplementedError("the block table has no causal mode; use causal=False")
+        self.causal = bool(causal)
         in_dims = {"text": text_dim, "audio": audio_dim, "vision": vision_dim}
         self.dim = dim
         # MulT projects with bias-free kernel-1 convolutions
@@ -227,7 +230,11 @@ class MulT(nn.Module):
         self.embed_dropout = nn.Dropout(dropout)
         self.head = ResidualHead(6 * dim, out_dim, dropout)
         # target -> source only; the source segment is frozen (keys/values)
-        self.register_buffer("cross_table", pair_table(2, [(0, 1)]), persistent=False)
+        cross_table, self_table = pair_table(2, [(0, 1)]), full_table(1)
+        if self.causal:
+            cross_table, self_table = causal_table(cross_table), causal_table(self_table)
+        self.register_buffer("cross_table", cross_table, persistent=False)
+        self.register_buffer("self_table", self_table, persistent=False)
         self.register_buffer("cross_update", torch.tensor([True, False]), persistent=False)
 
     def cross_modal(
@@ -290,6 +297,6 @@ class MulT(nn.Module):
             pair = [self.cross_modal(target, s, tokens, lengths) for s in MODALITIES if s != target]
             joint = embed_tokens(torch.cat(pair, dim=2), lengths[target], self.embed_dropout)
             x, layout = pack_modalities([joint], [lengths[target]], names=(target,))
-            out = self.self_attention[target](x, layout, full_table(1).to(x.device))
+            out = self.self_attention[target](x, layout, self.self_table)
             pooled.append(last_valid_token(out, lengths[target]))
         return self.head(torch.cat(pooled, dim=1))
