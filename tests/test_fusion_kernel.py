@@ -306,3 +306,47 @@ def test_causal_tile_lists_cover_every_allowed_entry(seed):
         if not inside_causal or (b, t, u) in needed:
             expected.add((b, t, u))
     assert visited == expected
+
+
+# ----------------------------------------------------------------------------- compiled kernels (GPU)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled kernels need CUDA")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_half_precision_forward_and_gradients_on_gpu(dtype, causal):
+    """Default 64x64 tiles, half inputs: close to the fp32 dense result on the same inputs."""
+    gen = torch.Generator().manual_seed(50)
+    seg = random_segments(gen, 2, 700, 3).to(DEVICE)
+    table = random_table(gen, 3) | torch.eye(3, dtype=torch.bool)
+    table = (causal_table(table) if causal else table).to(DEVICE)
+    q, k, v = (
+        torch.randn(2, 4, 700, 64, generator=gen).to(DEVICE, dtype).requires_grad_(True)
+        for _ in range(3)
+    )
+    out = block_sparse_attention(q, k, v, seg, seg, table)
+    assert out.dtype == dtype
+    q32, k32, v32 = (t.detach().float().requires_grad_(True) for t in (q, k, v))
+    ref = dense_attention(q32, k32, v32, seg, seg, table)
+    tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.bfloat16 else dict(rtol=1e-2, atol=5e-3)
+    torch.testing.assert_close(out.float(), ref, **tol)
+    grad = torch.randn_like(ref)
+    got = torch.autograd.grad(out, (q, k, v), grad.to(dtype))
+    want = torch.autograd.grad(ref, (q32, k32, v32), grad)
+    for name, g, w in zip("qkv", got, want):
+        scale = w.abs().max().clamp(min=1.0)
+        assert (g.float() - w).abs().max() / scale < 5e-2, name
+
+
+@needs_cuda
+def test_long_sequence_fp32_on_gpu():
+    gen = torch.Generator().manual_seed(51)
+    seg = random_segments(gen, 1, 3000, 4).to(DEVICE)
+    table = random_table(gen, 4).to(DEVICE)
+    case = [torch.randn(1, 2, 3000, 32, generator=gen).to(DEVICE).requires_grad_(True)
+            for _ in range(3)]
+    out = block_sparse_attention(*case, seg, seg, table)
+    ref = dense_attention(*case, seg, seg, table)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
