@@ -35,7 +35,7 @@ import triton.language as tl
 
 from ..layout import CAUSAL, segment_positions, table_codes
 
-__all__ = ["TileLists", "block_sparse_attention", "build_tile_lists"]
+__all__ = ["TileLists", "block_sparse_attention", "build_tile_lists", "default_tile_size"]
 
 _LOG2E = 1.4426950408889634
 
@@ -495,6 +495,18 @@ def _padded_head_dim(head_dim: int) -> int:
     return max(16, 1 << (head_dim - 1).bit_length())
 
 
+def default_tile_size(dtype: torch.dtype, head_dim: int) -> int:
+    """Tile size (queries and keys) used when none is given.
+
+    64 while a row of ``head_dim`` elements takes at most 256 bytes (fp16/bf16
+    up to 128, fp32 up to 64), else 32: the largest kernel (the dQ pass) then
+    needs at most about 96 KiB of shared memory, within the 99 KiB per block of
+    sm_86/sm_89 workstation GPUs (fp32 with head size 128 and 64-tiles would
+    need 160 KiB).
+    """
+    return 64 if torch.empty((), dtype=dtype).element_size() * head_dim <= 256 else 32
+
+
 def block_sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -503,8 +515,8 @@ def block_sparse_attention(
     k_segment_ids: torch.Tensor,
     table: torch.Tensor,
     scale: float | None = None,
-    block_m: int = 64,
-    block_n: int = 64,
+    block_m: int | None = None,
+    block_n: int | None = None,
     return_segment_mass: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Block-sparse segment-masked attention (Triton, differentiable in q, k, v).
@@ -524,8 +536,9 @@ def block_sparse_attention(
         :mod:`brainenc.fusion.layout` (0 blocked, 1 attend, 2 causal).
     scale : float, optional
         Softmax scale, default ``1 / sqrt(D)``.
-    block_m, block_n : int, default 64
-        Query and key tile sizes (powers of two, at least 16).
+    block_m, block_n : int, optional
+        Query and key tile sizes (powers of two, at least 16). Default:
+        :func:`default_tile_size` for the dtype and head size.
     return_segment_mass : bool, default False
         Also return each query's attention mass per key segment, summed in the
         forward pass (no gradient flows through it).
@@ -559,6 +572,10 @@ def block_sparse_attention(
     if tuple(q_segment_ids.shape) != (batch, n_q) or tuple(k_segment_ids.shape) != (batch, n_k):
         raise ValueError("segment ids must have shapes (B, Nq) and (B, Nk)")
     codes = table_codes(table)
+    padded = _padded_head_dim(head_dim)
+    default = default_tile_size(q.dtype, padded)
+    block_m = default if block_m is None else int(block_m)
+    block_n = default if block_n is None else int(block_n)
     for block in (block_m, block_n):
         if block < 16 or block & (block - 1):
             raise ValueError(f"tile sizes must be powers of two >= 16, got {block}")
@@ -571,7 +588,6 @@ def block_sparse_attention(
     if scale is None:
         scale = 1.0 / math.sqrt(head_dim)
 
-    padded = _padded_head_dim(head_dim)
     if padded != head_dim:
         # zero columns change neither scores nor the kept output columns
         extra = (0, padded - head_dim)
