@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import CAUSAL, ModalityLayout, segment_positions, table_codes
+from .layout import CAUSAL, ModalityLayout, has_causal, segment_positions, table_codes
 
 __all__ = [
     "dense_attention",
@@ -32,7 +32,8 @@ BACKENDS = ("auto", "dense", "block", "triton")
 QueryHook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _check_inputs(q, k, v, q_segment_ids, k_segment_ids, table) -> None:
+def _check_inputs(q, k, v, q_segment_ids, k_segment_ids, table) -> torch.Tensor:
+    """Validate shapes and the table; return the table's int8 codes."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError("q, k, v must be (B, H, N, D)")
     if k.shape[:3] != v.shape[:3] or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
@@ -43,7 +44,7 @@ def _check_inputs(q, k, v, q_segment_ids, k_segment_ids, table) -> None:
         raise ValueError(f"q_segment_ids must be (B, Nq) = {(q.shape[0], q.shape[2])}")
     if k_segment_ids.shape != (k.shape[0], k.shape[2]):
         raise ValueError(f"k_segment_ids must be (B, Nk) = {(k.shape[0], k.shape[2])}")
-    table_codes(table)
+    return table_codes(table)
 
 
 def _causal_ok(
@@ -97,14 +98,13 @@ def dense_attention(
         softmax weights over each key segment (rows sum to 1, or 0 when the
         query attends nothing).
     """
-    _check_inputs(q, k, v, q_segment_ids, k_segment_ids, table)
+    codes = _check_inputs(q, k, v, q_segment_ids, k_segment_ids, table).to(q.device)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    codes = table_codes(table).to(q.device)
     qs = q_segment_ids.long()
     ks = k_segment_ids.long()
     code = codes[qs.clamp(min=0)[:, :, None], ks.clamp(min=0)[:, None, :]]
     mask = (code != 0) & (qs >= 0)[:, :, None] & (ks >= 0)[:, None, :]
-    if bool((codes == CAUSAL).any()):
+    if has_causal(codes):
         q_pos, q_len = segment_positions(qs, codes.shape[0])
         k_pos, k_len = segment_positions(ks, codes.shape[0])
         future_ok = _causal_ok(
@@ -164,10 +164,9 @@ def block_attention(
     no gradient (``None`` rather than zeros), and when the table leaves
     nothing to compute the output does not require grad.
     """
-    _check_inputs(q, k, v, q_segment_ids, k_segment_ids, table)
+    codes_cpu = _check_inputs(q, k, v, q_segment_ids, k_segment_ids, table).cpu()
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     n_seg = table.shape[0]
-    codes_cpu = table_codes(table.detach().to("cpu"))
     device = q.device
     batch, heads, n_q, _ = q.shape
     d_v = v.shape[-1]

@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..layout import CAUSAL, segment_positions, table_codes
+from ..layout import CAUSAL, has_causal, segment_positions, table_codes
 
 __all__ = ["TileLists", "block_sparse_attention", "build_tile_lists", "default_tile_size"]
 
@@ -89,18 +89,39 @@ def _tile_extreme(values: torch.Tensor, segment_ids: torch.Tensor, block: int, l
     return masked.amax(-1) if largest else masked.amin(-1)
 
 
+class _Tokens(NamedTuple):
+    """int32 (B, N) per-token tensors the kernels read."""
+
+    seg: torch.Tensor  # segment id, -1 for padding
+    pos: torch.Tensor  # position inside the segment
+    length: torch.Tensor  # length of the token's segment
+
+
+def _token_tensors(segment_ids: torch.Tensor, n_seg: int, causal: bool) -> _Tokens:
+    """Segment ids, and with causal blocks positions and segment lengths, as int32.
+
+    Without causal blocks the kernels never read positions or lengths, and
+    the segment ids stand in for them.
+    """
+    seg = segment_ids.to(torch.int32).contiguous()
+    if not causal:
+        return _Tokens(seg, seg, seg)
+    pos, length = segment_positions(segment_ids, n_seg)
+    return _Tokens(seg, pos.to(torch.int32).contiguous(), length.to(torch.int32).contiguous())
+
+
 def _allowed_tiles(
-    q_segment_ids: torch.Tensor,
-    k_segment_ids: torch.Tensor,
-    table: torch.Tensor,
-    block_m: int,
-    block_n: int,
+    q: _Tokens, k: _Tokens, codes: torch.Tensor, causal: bool, block_m: int, block_n: int
 ) -> torch.Tensor:
-    """Boolean (B, n_q_tiles, n_k_tiles): which tile pairs hold an allowed entry."""
-    codes = table_codes(table).long()
+    """Boolean (B, n_q_tiles, n_k_tiles): which tile pairs hold an allowed entry.
+
+    ``codes`` is a validated integer table; ``causal`` says whether it holds
+    causal blocks (then ``q`` and ``k`` carry positions and lengths).
+    """
+    codes = codes.long()
     n_seg = codes.shape[0]
-    q_lo, q_hi = _tile_ranges(q_segment_ids, block_m)
-    k_lo, k_hi = _tile_ranges(k_segment_ids, block_n)
+    q_lo, q_hi = _tile_ranges(q.seg, block_m)
+    k_lo, k_hi = _tile_ranges(k.seg, block_n)
     # 2-D prefix sums turn "any allowed in table[a:b+1, c:d+1]" into four lookups
     prefix = torch.zeros(n_seg + 1, n_seg + 1, dtype=torch.int64, device=codes.device)
     prefix[1:, 1:] = (codes != 0).long().cumsum(0).cumsum(1)
@@ -112,15 +133,13 @@ def _allowed_tiles(
     c1 = torch.where(k_valid, k_hi + 1, 0)[:, None, :]
     count = prefix[r1, c1] - prefix[r0, c1] - prefix[r1, c0] + prefix[r0, c0]
     allowed = (count > 0) & q_valid[:, :, None] & k_valid[:, None, :]
-    if bool((codes == CAUSAL).any()):
+    if causal:
         # a tile pair inside one causal block holds an allowed entry only when
         # its earliest key passes the rule for its latest query
-        q_pos, q_len = segment_positions(q_segment_ids, n_seg)
-        k_pos, k_len = segment_positions(k_segment_ids, n_seg)
-        q_last = _tile_extreme(q_pos, q_segment_ids, block_m, largest=True)[:, :, None]
-        k_first = _tile_extreme(k_pos, k_segment_ids, block_n, largest=False)[:, None, :]
-        q_len_tile = _tile_extreme(q_len, q_segment_ids, block_m, largest=True)[:, :, None]
-        k_len_tile = _tile_extreme(k_len, k_segment_ids, block_n, largest=True)[:, None, :]
+        q_last = _tile_extreme(q.pos, q.seg, block_m, largest=True)[:, :, None]
+        k_first = _tile_extreme(k.pos, k.seg, block_n, largest=False)[:, None, :]
+        q_len_tile = _tile_extreme(q.length, q.seg, block_m, largest=True)[:, :, None]
+        k_len_tile = _tile_extreme(k.length, k.seg, block_n, largest=True)[:, None, :]
         single = (q_lo == q_hi)[:, :, None] & (k_lo == k_hi)[:, None, :]
         in_causal = single & (codes[r0, c0] == CAUSAL)
         reachable = k_first <= q_last + (k_len_tile - q_len_tile).abs()
@@ -174,7 +193,12 @@ def build_tile_lists(
     TileLists
         CSR of the visited tiles.
     """
-    allowed = _allowed_tiles(q_segment_ids, k_segment_ids, table, block_m, block_n)
+    codes = table_codes(table)
+    causal = has_causal(codes)
+    n_seg = codes.shape[0]
+    q = _token_tensors(q_segment_ids, n_seg, causal)
+    k = _token_tensors(k_segment_ids, n_seg, causal)
+    allowed = _allowed_tiles(q, k, codes.to(q.seg.device), causal, block_m, block_n)
     if transpose:
         allowed = allowed.transpose(1, 2)
     return _to_csr(allowed.contiguous())
@@ -235,6 +259,27 @@ def _key_tile(k_base, v_base, kseg_ptr, kpos_ptr, klen_ptr, idx_ptr, i, b, n_k, 
     ks, kp, kl = _token_info(kseg_ptr, kpos_ptr, klen_ptr, b, n_k, offs_n, col_in, HAS_CAUSAL)
     allowed = _element_mask(qs, qp, ql, ks, kp, kl, table_ptr, n_seg, HAS_CAUSAL)
     return k, v, ks, allowed
+
+
+@triton.jit
+def _query_tile(q_base, do_base, lse_base, delta_base, qseg_ptr, qpos_ptr, qlen_ptr, b, n_q,
+                offs_m, row_in, HEAD_DIM: tl.constexpr, HAS_CAUSAL: tl.constexpr):
+    """What the backward passes read of query rows ``offs_m``: q, dO, lse, D and token info."""
+    q = _load_rows(q_base, offs_m, row_in, HEAD_DIM)
+    do = _load_rows(do_base, offs_m, row_in, HEAD_DIM)
+    lse = tl.load(lse_base + offs_m, mask=row_in, other=0.0)
+    delta = tl.load(delta_base + offs_m, mask=row_in, other=0.0)
+    qs, qp, ql = _token_info(qseg_ptr, qpos_ptr, qlen_ptr, b, n_q, offs_m, row_in, HAS_CAUSAL)
+    return q, do, lse, delta, qs, qp, ql
+
+
+@triton.jit
+def _score_gradients(q, k, v, do, lse, delta, allowed, qk_scale, PRECISION: tl.constexpr):
+    """Softmax weights P of one tile (from the saved lse) and dS = P * (dO V^T - D)."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+    p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+    return p, p * (dp - delta[:, None])
 
 
 @triton.jit
@@ -316,8 +361,7 @@ def _backward_dkdv_kernel(
     b = pid_bh // n_heads
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_in = offs_n < n_k
-    q_base = q_ptr + pid_bh.to(tl.int64) * n_q * HEAD_DIM
-    do_base = do_ptr + pid_bh.to(tl.int64) * n_q * HEAD_DIM
+    q_off = pid_bh.to(tl.int64) * n_q * HEAD_DIM
     kv_off = pid_bh.to(tl.int64) * n_k * HEAD_DIM
     row_off = pid_bh.to(tl.int64) * n_q
 
@@ -333,18 +377,13 @@ def _backward_dkdv_kernel(
         qt = tl.load(idx_ptr + i)
         offs_m = qt * BLOCK_M + tl.arange(0, BLOCK_M)
         row_in = offs_m < n_q
-        q = _load_rows(q_base, offs_m, row_in, HEAD_DIM)
-        do = _load_rows(do_base, offs_m, row_in, HEAD_DIM)
-        lse = tl.load(lse_ptr + row_off + offs_m, mask=row_in, other=0.0)
-        delta = tl.load(delta_ptr + row_off + offs_m, mask=row_in, other=0.0)
-        qs, qp, ql = _token_info(qseg_ptr, qpos_ptr, qlen_ptr, b, n_q, offs_m, row_in, HAS_CAUSAL)
+        q, do, lse, delta, qs, qp, ql = _query_tile(
+            q_ptr + q_off, do_ptr + q_off, lse_ptr + row_off, delta_ptr + row_off,
+            qseg_ptr, qpos_ptr, qlen_ptr, b, n_q, offs_m, row_in, HEAD_DIM, HAS_CAUSAL,
+        )
         allowed = _element_mask(qs, qp, ql, ks, kp, kl, table_ptr, n_seg, HAS_CAUSAL)
-
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
+        p, ds = _score_gradients(q, k, v, do, lse, delta, allowed, qk_scale, PRECISION)
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
 
     dk = dk * scale
@@ -371,11 +410,10 @@ def _backward_dq_kernel(
     v_base = v_ptr + pid_bh.to(tl.int64) * n_k * HEAD_DIM
     row_off = pid_bh.to(tl.int64) * n_q
 
-    q = _load_rows(q_ptr + q_off, offs_m, row_in, HEAD_DIM)
-    do = _load_rows(do_ptr + q_off, offs_m, row_in, HEAD_DIM)
-    lse = tl.load(lse_ptr + row_off + offs_m, mask=row_in, other=0.0)
-    delta = tl.load(delta_ptr + row_off + offs_m, mask=row_in, other=0.0)
-    qs, qp, ql = _token_info(qseg_ptr, qpos_ptr, qlen_ptr, b, n_q, offs_m, row_in, HAS_CAUSAL)
+    q, do, lse, delta, qs, qp, ql = _query_tile(
+        q_ptr + q_off, do_ptr + q_off, lse_ptr + row_off, delta_ptr + row_off,
+        qseg_ptr, qpos_ptr, qlen_ptr, b, n_q, offs_m, row_in, HEAD_DIM, HAS_CAUSAL,
+    )
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
 
     start = tl.load(ptr_ptr + b * (n_q_tiles + 1) + pid_m)
@@ -385,10 +423,7 @@ def _backward_dq_kernel(
                                      b, n_k, qs, qp, ql, table_ptr, n_seg,
                                      BLOCK_N, HEAD_DIM, HAS_CAUSAL)
 
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
+        _, ds = _score_gradients(q, k, v, do, lse, delta, allowed, qk_scale, PRECISION)
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
 
     dq = dq * scale
@@ -398,19 +433,6 @@ def _backward_dq_kernel(
 def _precision(dtype: torch.dtype) -> str:
     # fp32 inputs: exact fp32 products (tf32 would break 1e-4 agreement); fp16/bf16 ignore it
     return "ieee" if dtype == torch.float32 else "tf32"
-
-
-def _token_tensors(segment_ids: torch.Tensor, n_seg: int, has_causal: bool) -> tuple:
-    """int32 (segment id, position in segment, segment length) per token for the kernels.
-
-    Without causal blocks the kernels never read positions or lengths, and
-    the segment ids stand in for them.
-    """
-    seg = segment_ids.to(torch.int32).contiguous()
-    if not has_causal:
-        return seg, seg, seg
-    pos, length = segment_positions(segment_ids, n_seg)
-    return seg, pos.to(torch.int32).contiguous(), length.to(torch.int32).contiguous()
 
 
 class _BlockSparseAttention(torch.autograd.Function):
@@ -425,11 +447,14 @@ class _BlockSparseAttention(torch.autograd.Function):
         batch, n_heads, n_q, head_dim = q.shape
         n_k = k.shape[2]
         n_seg = table.shape[0]
-        has_causal = bool((table == CAUSAL).any())
-        q_info = _token_tensors(q_seg, n_seg, has_causal)
-        k_info = _token_tensors(k_seg, n_seg, has_causal)
+        causal = has_causal(table)
+        q_tokens = _token_tensors(q_seg, n_seg, causal)
+        k_tokens = _token_tensors(k_seg, n_seg, causal)
         n_q_tiles = triton.cdiv(n_q, block_m)
-        lists = build_tile_lists(q_seg, k_seg, table, block_m, block_n)
+        # the tile map serves both passes: rows for the forward and dQ kernels,
+        # its transpose for the dK/dV kernel
+        allowed = _allowed_tiles(q_tokens, k_tokens, table, causal, block_m, block_n)
+        lists = _to_csr(allowed)
         out = torch.empty_like(q)
         # log-sum-exp of the scaled scores in base 2 (the kernels use exp2), fp32
         lse = torch.empty(batch, n_heads, n_q, dtype=torch.float32, device=q.device)
@@ -438,26 +463,28 @@ class _BlockSparseAttention(torch.autograd.Function):
         grid = (n_q_tiles, batch * n_heads)
         _forward_kernel[grid](
             q, k, v, out, lse, mass,
-            *q_info, *k_info,
+            *q_tokens, *k_tokens,
             table, lists.ptr, lists.idx,
             n_heads, n_q, n_k, n_seg, n_q_tiles, scale * _LOG2E,
             HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-            PRECISION=_precision(q.dtype), HAS_CAUSAL=has_causal, WITH_MASS=with_mass,
+            PRECISION=_precision(q.dtype), HAS_CAUSAL=causal, WITH_MASS=with_mass,
             SEG_BLOCK=max(16, triton.next_power_of_2(n_seg)),
         )
-        ctx.save_for_backward(q, k, v, out, lse, *q_info, *k_info, table, lists.ptr, lists.idx)
+        ctx.save_for_backward(
+            q, k, v, out, lse, *q_tokens, *k_tokens, table, lists.ptr, lists.idx, allowed
+        )
         ctx.scale = scale
         ctx.block_m = block_m
         ctx.block_n = block_n
-        ctx.has_causal = has_causal
+        ctx.causal = causal
         ctx.mark_non_differentiable(mass)
         return out, mass
 
     @staticmethod
     def backward(ctx, grad_out, grad_mass):
         q, k, v, out, lse, *rest = ctx.saved_tensors
-        q_info, k_info = tuple(rest[0:3]), tuple(rest[3:6])
-        table, ptr, idx = rest[6:]
+        q_tokens, k_tokens = _Tokens(*rest[0:3]), _Tokens(*rest[3:6])
+        table, ptr, idx, allowed = rest[6:]
         batch, n_heads, n_q, head_dim = q.shape
         n_k = k.shape[2]
         block_m, block_n, scale = ctx.block_m, ctx.block_n, ctx.scale
@@ -469,20 +496,20 @@ class _BlockSparseAttention(torch.autograd.Function):
         dv = torch.empty_like(v)
         n_q_tiles = triton.cdiv(n_q, block_m)
         n_k_tiles = triton.cdiv(n_k, block_n)
-        lists_t = build_tile_lists(q_info[0], k_info[0], table, block_m, block_n, transpose=True)
+        lists_t = _to_csr(allowed.transpose(1, 2).contiguous())
         common = dict(
             HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=_precision(q.dtype),
-            HAS_CAUSAL=ctx.has_causal,
+            HAS_CAUSAL=ctx.causal,
         )
         _backward_dkdv_kernel[(n_k_tiles, batch * n_heads)](
             q, k, v, grad_out, lse, delta, dk, dv,
-            *q_info, *k_info, table, lists_t.ptr, lists_t.idx,
+            *q_tokens, *k_tokens, table, lists_t.ptr, lists_t.idx,
             n_heads, n_q, n_k, table.shape[0], n_k_tiles, scale * _LOG2E, scale,
             **common,
         )
         _backward_dq_kernel[(n_q_tiles, batch * n_heads)](
             q, k, v, grad_out, lse, delta, dq,
-            *q_info, *k_info, table, ptr, idx,
+            *q_tokens, *k_tokens, table, ptr, idx,
             n_heads, n_q, n_k, table.shape[0], n_q_tiles, scale * _LOG2E, scale,
             **common,
         )
