@@ -17,7 +17,7 @@ kernel-1 Conv1d projections, the scaled sinusoidal input embedding at each
 level (positions within each modality), pre-norm layers with a final
 LayerNorm, and MulT's residual head; the same simplifications as in
 :mod:`brainenc.fusion.models.mult` apply (one dropout rate, last *valid*
-token, no causal mask). Within the joint pass every modality is both query
+token). GsiT's tables are block-level: there is no causal (future) mask. Within the joint pass every modality is both query
 (of its own pair) and key (of another pair), so from the second layer on the
 keys are already updated tokens; in the first layer each pair's computation
 equals the per-pair one exactly.
@@ -25,25 +25,17 @@ equals the per-pair one exactly.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..encoder import ModalityEncoder
 from ..layout import gsit_backward_table, gsit_forward_table, pack_modalities, self_only_table
-from .mult import (
-    MODALITIES,
-    ResidualHead,
-    embed_tokens,
-    last_valid_token,
-    project,
-    resolve_lengths,
-)
+from .mult import TrimodalModel, embed_tokens, last_valid_token
 
 __all__ = ["GsiT", "SEQUENCE"]
 
 SEQUENCE = ("text", "vision", "audio")
 
 
-class GsiT(nn.Module):
+class GsiT(TrimodalModel):
     """Two-level interlaced transformer over the joint [text | vision | audio] sequence.
 
     Parameters
@@ -79,59 +71,24 @@ class GsiT(nn.Module):
         dropout: float = 0.1,
         backend: str = "auto",
     ) -> None:
-        super().__init__()
-        in_dims = {"text": text_dim, "audio": audio_dim, "vision": vision_dim}
-        self.dim = dim
-        self.proj = nn.ModuleDict(
-            {m: nn.Conv1d(in_dims[m], dim, kernel_size=1, bias=False) for m in SEQUENCE}
-        )
+        super().__init__(text_dim, audio_dim, vision_dim, dim, out_dim, dropout)
         encoder = dict(
             n_layers=n_layers, n_heads=n_heads, ff_mult=ff_mult, dropout=dropout, backend=backend
         )
         self.forward_encoder = ModalityEncoder(dim, **encoder)
         self.backward_encoder = ModalityEncoder(dim, **encoder)
         self.fusion_encoder = ModalityEncoder(2 * dim, **encoder)
-        self.embed_dropout = nn.Dropout(dropout)
-        self.head = ResidualHead(6 * dim, out_dim, dropout)
         self.register_buffer("forward_table", gsit_forward_table(SEQUENCE), persistent=False)
         self.register_buffer("backward_table", gsit_backward_table(SEQUENCE), persistent=False)
         self.register_buffer("fusion_table", self_only_table(len(SEQUENCE)), persistent=False)
 
-    def forward(
-        self,
-        text: torch.Tensor,
-        audio: torch.Tensor,
-        vision: torch.Tensor,
-        text_lengths: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
-        vision_lengths: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Predict from batch-first features (same interface as :class:`MulT`).
-
-        Parameters
-        ----------
-        text, audio, vision : torch.Tensor
-            ``(B, L_m, F_m)`` features, valid tokens first.
-        text_lengths, audio_lengths, vision_lengths : torch.Tensor, optional
-            ``(B,)`` valid tokens per sample (0 for a missing modality);
-            default: the full width.
-
-        Returns
-        -------
-        torch.Tensor
-            ``(B, out_dim)``; the pooled tokens enter the head in MulT's order
-            (text, audio, vision).
-        """
-        raw = {"text": text, "audio": audio, "vision": vision}
-        lengths = resolve_lengths(
-            raw, {"text": text_lengths, "audio": audio_lengths, "vision": vision_lengths}
-        )
-        tokens = [
-            embed_tokens(project(self.proj[m], raw[m]), lengths[m], self.embed_dropout)
-            for m in SEQUENCE
-        ]
+    def fuse(
+        self, tokens: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Both interlaced encoders over ``[text | vision | audio]``, concatenated,
+        then the self-only encoder; the last valid token of each modality."""
         seq_lengths = [lengths[m] for m in SEQUENCE]
-        x, layout = pack_modalities(tokens, seq_lengths, names=SEQUENCE)
+        x, layout = pack_modalities([tokens[m] for m in SEQUENCE], seq_lengths, names=SEQUENCE)
         level1 = torch.cat(
             [
                 self.forward_encoder(x, layout, self.forward_table),
@@ -146,5 +103,4 @@ class GsiT(nn.Module):
         ]
         x2, layout2 = pack_modalities(parts, seq_lengths, names=SEQUENCE)
         out = layout2.unpack(self.fusion_encoder(x2, layout2, self.fusion_table))
-        pooled = {m: last_valid_token(o, n) for m, o, n in zip(SEQUENCE, out, seq_lengths)}
-        return self.head(torch.cat([pooled[m] for m in MODALITIES], dim=1))
+        return {m: last_valid_token(o, n) for m, o, n in zip(SEQUENCE, out, seq_lengths)}

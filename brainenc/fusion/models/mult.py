@@ -40,6 +40,7 @@ from ..layout import causal_table, full_table, pack_modalities, pair_table
 
 __all__ = [
     "MulT",
+    "TrimodalModel",
     "MODALITIES",
     "sinusoidal_positions",
     "embed_tokens",
@@ -157,7 +158,83 @@ class ResidualHead(nn.Module):
         return self.out(x + hidden)
 
 
-class MulT(nn.Module):
+class TrimodalModel(nn.Module):
+    """Input and output stages shared by :class:`MulT` and
+    :class:`~brainenc.fusion.models.GsiT`.
+
+    Bias-free kernel-1 Conv1d projections of text, audio and vision to width
+    ``dim``, MulT's scaled sinusoidal embedding, and a residual head over the
+    three pooled ``2 * dim`` streams in the order text, audio, vision.
+    Subclasses implement :meth:`fuse`.
+
+    Parameters
+    ----------
+    text_dim, audio_dim, vision_dim : int
+        Input feature sizes.
+    dim : int
+        Projection width ``d``.
+    out_dim : int
+        Output size.
+    dropout : float
+        Embedding and head dropout.
+    """
+
+    def __init__(
+        self, text_dim: int, audio_dim: int, vision_dim: int, dim: int, out_dim: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        in_dims = {"text": text_dim, "audio": audio_dim, "vision": vision_dim}
+        self.dim = dim
+        self.proj = nn.ModuleDict(
+            {m: nn.Conv1d(in_dims[m], dim, kernel_size=1, bias=False) for m in MODALITIES}
+        )
+        self.embed_dropout = nn.Dropout(dropout)
+        self.head = ResidualHead(6 * dim, out_dim, dropout)
+
+    def fuse(
+        self, tokens: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Pooled ``(B, 2 * dim)`` vector per modality from the embedded tokens."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        text: torch.Tensor,
+        audio: torch.Tensor,
+        vision: torch.Tensor,
+        text_lengths: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        vision_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict from batch-first features.
+
+        Parameters
+        ----------
+        text, audio, vision : torch.Tensor
+            ``(B, L_m, F_m)`` features, valid tokens first.
+        text_lengths, audio_lengths, vision_lengths : torch.Tensor, optional
+            ``(B,)`` valid tokens per sample (0 for a missing modality);
+            default: the full width.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, out_dim)``.
+        """
+        raw = {"text": text, "audio": audio, "vision": vision}
+        lengths = resolve_lengths(
+            raw, {"text": text_lengths, "audio": audio_lengths, "vision": vision_lengths}
+        )
+        tokens = {
+            m: embed_tokens(project(self.proj[m], raw[m]), lengths[m], self.embed_dropout)
+            for m in MODALITIES
+        }
+        pooled = self.fuse(tokens, lengths)
+        return self.head(torch.cat([pooled[m] for m in MODALITIES], dim=1))
+
+
+class MulT(TrimodalModel):
     """Multimodal Transformer with crossmodal attention for all six pairs.
 
     Parameters
@@ -205,14 +282,8 @@ class MulT(nn.Module):
         backend: str = "auto",
         causal: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(text_dim, audio_dim, vision_dim, dim, out_dim, dropout)
         self.causal = bool(causal)
-        in_dims = {"text": text_dim, "audio": audio_dim, "vision": vision_dim}
-        self.dim = dim
-        # MulT projects with bias-free kernel-1 convolutions
-        self.proj = nn.ModuleDict(
-            {m: nn.Conv1d(in_dims[m], dim, kernel_size=1, bias=False) for m in MODALITIES}
-        )
         encoder = dict(
             n_layers=n_layers, n_heads=n_heads, ff_mult=ff_mult, dropout=dropout, backend=backend
         )
@@ -227,8 +298,6 @@ class MulT(nn.Module):
         self.self_attention = nn.ModuleDict(
             {target: ModalityEncoder(2 * dim, **encoder) for target in MODALITIES}
         )
-        self.embed_dropout = nn.Dropout(dropout)
-        self.head = ResidualHead(6 * dim, out_dim, dropout)
         # target -> source only; the source segment is frozen (keys/values)
         cross_table, self_table = pair_table(2, [(0, 1)]), full_table(1)
         if self.causal:
@@ -260,43 +329,16 @@ class MulT(nn.Module):
         out = encoder(x, layout, self.cross_table, update=self.cross_update)
         return layout.unpack(out)[0]
 
-    def forward(
-        self,
-        text: torch.Tensor,
-        audio: torch.Tensor,
-        vision: torch.Tensor,
-        text_lengths: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
-        vision_lengths: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Predict from batch-first features.
-
-        Parameters
-        ----------
-        text, audio, vision : torch.Tensor
-            ``(B, L_m, F_m)`` features, valid tokens first.
-        text_lengths, audio_lengths, vision_lengths : torch.Tensor, optional
-            ``(B,)`` valid tokens per sample (0 for a missing modality);
-            default: the full width.
-
-        Returns
-        -------
-        torch.Tensor
-            ``(B, out_dim)``.
-        """
-        raw = {"text": text, "audio": audio, "vision": vision}
-        lengths = resolve_lengths(
-            raw, {"text": text_lengths, "audio": audio_lengths, "vision": vision_lengths}
-        )
-        tokens = {
-            m: embed_tokens(project(self.proj[m], raw[m]), lengths[m], self.embed_dropout)
-            for m in MODALITIES
-        }
-        pooled = []
+    def fuse(
+        self, tokens: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Each target's two cross-modal outputs, concatenated, through its
+        self-attention stack; the last valid token of each stream."""
+        pooled = {}
         for target in MODALITIES:
             pair = [self.cross_modal(target, s, tokens, lengths) for s in MODALITIES if s != target]
             joint = embed_tokens(torch.cat(pair, dim=2), lengths[target], self.embed_dropout)
             x, layout = pack_modalities([joint], [lengths[target]], names=(target,))
             out = self.self_attention[target](x, layout, self.self_table)
-            pooled.append(last_valid_token(out, lengths[target]))
-        return self.head(torch.cat(pooled, dim=1))
+            pooled[target] = last_valid_token(out, lengths[target])
+        return pooled
