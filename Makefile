@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/brainenc demo --out demo_output
+	$(BIN)/brainenc demo --out demo_output --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

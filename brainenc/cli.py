@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
 from brainenc import __version__
+from brainenc.errors import BrainencInputError, BrainencInputWarning
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +20,12 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                         help="Benjamini-Hochberg false discovery rate (default: 0.05)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace a previous {what} at OUT (only a folder brainenc wrote, "
+                        "and only if it holds no other files)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sim.add_argument("--movie-format", choices=["frames", "video"], default="frames",
                      help="movies as frame-time tables (default) or as small mp4 videos")
+    _add_overwrite_option(sim, "simulated dataset")
 
     tr = sub.add_parser("transfer", help="within- and cross-modal encoding of one subject",
                         description="Fit voxelwise ridge models on stories and on movies, score "
@@ -64,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--backend", default="auto",
                     help="himalaya backend: auto (GPU when present), numpy, torch, torch_cuda")
     tr.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    _add_overwrite_option(tr, "transfer result")
     _add_analysis_options(tr)
 
     ex = sub.add_parser("extract", help="features of a dataset's stimuli from a model, every layer",
@@ -109,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output folder (default: demo_output)")
     demo.add_argument("--layout", choices=["huth", "bids"], default="huth",
                       help="layout of the simulated dataset (default: huth)")
+    _add_overwrite_option(demo, "demo output")
     _add_analysis_options(demo)
     return parser
 
@@ -131,11 +142,26 @@ def _print_summaries(results) -> None:
                   f"{s.mean_r_significant:>13.3f}")
 
 
+def _check_extract_options(args) -> None:
+    problems = []
+    if args.fps is not None and not args.fps > 0:
+        problems.append(f"--fps must be positive, got {args.fps}")
+    if args.batch_size is not None and args.batch_size < 1:
+        problems.append(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.context_words is not None and args.context_words < 0:
+        problems.append(f"--context-words must be >= 0, got {args.context_words}")
+    if problems:
+        raise BrainencInputError(None, "; ".join(problems))
+
+
 def _extract(args) -> None:
+    from brainenc.checks import input_paths
     from brainenc.io.layouts import load_dataset
+    from brainenc.io.output import check_feature_root
     from feature_extractors.loading import load_extractor
     from feature_extractors.pipeline import extract_dataset
 
+    _check_extract_options(args)
     options = {
         key: value for key, value in {
             "context_words": args.context_words, "token_pooling": args.token_pooling,
@@ -144,52 +170,97 @@ def _extract(args) -> None:
         }.items() if value is not None
     }
     data = load_dataset(args.dataset)
+    if args.subject is not None:
+        data.runs_for(args.subject)
+    out = check_feature_root(args.out if args.out is not None else data.feature_root,
+                             dataset_root=data.root, default_root=data.feature_root,
+                             inputs=input_paths(data, args.subject))
     extractor = load_extractor(args.model, **options)
     report = extract_dataset(data, extractor, modality=args.modality, layers=args.layers,
-                             out=args.out, name_template=args.name, fps=args.fps,
+                             out=out, name_template=args.name, fps=args.fps,
                              subject=args.subject, force=args.force, progress=not args.quiet)
-    root = args.out if args.out is not None else data.feature_root
     print(f"{len(report.written)} feature files written, {len(report.cached)} already cached")
-    print(f"feature spaces in {root}: {', '.join(report.spaces)}")
+    print(f"feature spaces in {out}: {', '.join(report.spaces)}")
+
+
+def _run(args) -> None:
+    if args.command == "simulate":
+        from brainenc.simulate import simulate_dataset
+
+        options = {} if args.snr is None else {"snr": args.snr}
+        info = simulate_dataset(args.out, layout=args.layout, subject=args.subject,
+                                n_stories=args.n_stories, n_movies=args.n_movies,
+                                seed=args.seed, movie_format=args.movie_format,
+                                overwrite=args.overwrite, **options)
+        print(f"simulated subject {info.subject} ({args.layout} layout) in {info.root}")
+    elif args.command == "transfer":
+        from brainenc.workflows import transfer_to_folder
+
+        results = transfer_to_folder(
+            args.dataset, args.subject, args.features, args.out, report=not args.no_report,
+            overwrite=args.overwrite, preset=args.preset, alphas=args.alphas,
+            test_runs=_test_runs(args), score_func=args.score,
+            n_permutations=args.n_permutations, block_length=args.block_length,
+            fdr_q=args.fdr_q, backend=args.backend, seed=args.seed, progress=not args.quiet)
+        _print_summaries(results)
+        print(f"\nresults in {args.out}")
+    elif args.command == "extract":
+        _extract(args)
+    elif args.command == "demo":
+        from brainenc.workflows import run_demo
+
+        results = run_demo(args.out, layout=args.layout, n_permutations=args.n_permutations,
+                           block_length=args.block_length, fdr_q=args.fdr_q, seed=args.seed,
+                           overwrite=args.overwrite, progress=not args.quiet)
+        _print_summaries(results)
+        print(f"\nreport: {args.out / 'results' / 'report.html'}")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Input warnings as one loud line each; others in Python's usual form."""
+    import warnings
+
+    if issubclass(category, BrainencInputWarning):
+        print(f"WARNING: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 done, 2 user error, 130 interrupted)."""
+    import warnings
+
     args = build_parser().parse_args(argv)
-    from brainenc.errors import BrainencInputError
-
     start = time.perf_counter()
+    previous_term = signal.getsignal(signal.SIGTERM)
     try:
-        if args.command == "simulate":
-            from brainenc.simulate import simulate_dataset
-
-            options = {} if args.snr is None else {"snr": args.snr}
-            info = simulate_dataset(args.out, layout=args.layout, subject=args.subject,
-                                    n_stories=args.n_stories, n_movies=args.n_movies,
-                                    seed=args.seed, movie_format=args.movie_format, **options)
-            print(f"simulated subject {info.subject} ({args.layout} layout) in {info.root}")
-        elif args.command == "transfer":
-            from brainenc.workflows import transfer_to_folder
-
-            results = transfer_to_folder(
-                args.dataset, args.subject, args.features, args.out, report=not args.no_report,
-                preset=args.preset, alphas=args.alphas, test_runs=_test_runs(args),
-                score_func=args.score, n_permutations=args.n_permutations,
-                block_length=args.block_length, fdr_q=args.fdr_q, backend=args.backend,
-                seed=args.seed, progress=not args.quiet)
-            _print_summaries(results)
-            print(f"\nresults in {args.out}")
-        elif args.command == "extract":
-            _extract(args)
-        elif args.command == "demo":
-            from brainenc.workflows import run_demo
-
-            results = run_demo(args.out, layout=args.layout, n_permutations=args.n_permutations,
-                               seed=args.seed, progress=not args.quiet)
-            _print_summaries(results)
-            print(f"\nreport: {args.out / 'results' / 'report.html'}")
-    except (BrainencInputError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"brainenc {args.command}: error: {exc}", file=sys.stderr)
+        # a batch scheduler ends jobs with SIGTERM: clean up as for Ctrl-C
+        signal.signal(signal.SIGTERM, _interrupt)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", BrainencInputWarning)
+            warnings.showwarning = _show_warning
+            _run(args)
+    except KeyboardInterrupt:
+        print(f"brainenc {args.command}: interrupted; nothing was written to the output",
+              file=sys.stderr)
+        return 130
+    except (BrainencInputError, FileNotFoundError, KeyError, ValueError, OSError) as error:
+        print(f"brainenc {args.command}: error: {_message(error)}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -20,3 +20,7 @@ class BrainencInputError(ValueError):
         self.problem = problem
         where = f"{self.path}: " if self.path is not None else ""
         super().__init__(f"{where}{problem}")
+
+
+class BrainencInputWarning(UserWarning):
+    """Input that can be used but may give a wrong answer; the message names the file(s)."""

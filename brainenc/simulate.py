@@ -27,9 +27,6 @@ Generative model, in brief:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +39,7 @@ from scipy import stats
 from brainenc import __version__
 from brainenc.errors import BrainencInputError
 from brainenc.io.features import write_stimulus_features
+from brainenc.io.output import check_output_folder, output_folder
 
 #: Names of the ground-truth vertex categories, indexed by the ``category`` codes.
 CATEGORY_NAMES: tuple[str, ...] = ("noise", "shared", "language", "vision")
@@ -761,9 +759,11 @@ def simulate_dataset(
     Parameters
     ----------
     out : path-like
-        Dataset folder to create. It must not exist (or be empty) unless
-        ``overwrite`` is true. The dataset is built in a temporary folder beside
-        it and moved into place at the end, so a failure leaves nothing behind.
+        Dataset folder to create. It must not exist (or be empty), or hold a
+        previous simulated dataset and ``overwrite`` be true (see
+        :mod:`brainenc.io.output`). The dataset is built in a temporary folder
+        beside it and moved into place at the end, so a failure leaves nothing
+        behind.
     layout : {"huth", "bids"}
         Layout of ``docs/data_layouts.md`` to write.
     subject : str
@@ -803,7 +803,7 @@ def simulate_dataset(
         run name, same rows and columns as the responses (held in memory until
         written: about as large as all responses together).
     overwrite : bool
-        Replace ``out`` if it exists.
+        Replace ``out`` if it holds a previous simulated dataset.
     movie_format : {"frames", "video"}
         ``"frames"``: each movie is a frame-time table (``<movie>_frames.tsv``).
         ``"video"``: each movie is a small mp4 (``<movie>.mp4``, 32 × 32 px)
@@ -819,6 +819,7 @@ def simulate_dataset(
     _check_params(out, layout, subject, n_stories, n_movies, snr, n_trs_per_run, tr,
                   noise_rho, n_features, (k_shared, k_lang, k_vis), fps, feature_noise,
                   regions_per_hemi, region_radius_deg, overwrite, movie_format, video_fps)
+    out = check_output_folder(out, kind="simulate", overwrite=overwrite)
     if video_fps is None:
         video_fps = fps
     root_seed = np.random.SeedSequence(seed)
@@ -880,8 +881,7 @@ def simulate_dataset(
     signal_columns = np.flatnonzero(cortex.category > 0)
     ceiling = {"story": _CorrelationAccumulator(), "movie": _CorrelationAccumulator()}
     signals, written = {}, []
-    build = _staging_folder(out)
-    try:
+    with output_folder(out, kind="simulate", overwrite=overwrite) as build:
         # One run at a time, so that only one response matrix is in memory.
         for (modality, stim), noise_rng in zip(runs, noise_rngs):
             timing = timings[stim.name]
@@ -914,10 +914,6 @@ def simulate_dataset(
                             [s.name for s in stories] + [m.name for m in movies])
         if save_signal:
             np.savez(build / "signal.npz", **signals)
-        _move_into_place(build, out, overwrite)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     written_runs = tuple(
         SimulatedRun(name, modality, tuple(out / p.relative_to(build) for p in paths), n, times)
         for name, modality, paths, n, times in written
@@ -968,8 +964,6 @@ def _check_params(out, layout, subject, n_stories, n_movies, snr, n_trs_per_run,
             problems.append("movie_format='video' needs PyAV: pip install av")
     if video_fps is not None and not 0 < video_fps <= fps:
         problems.append(f"video_fps must be positive and at most fps={fps}, got {video_fps}")
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        problems.append("output folder exists and is not empty (pass overwrite=True to replace it)")
     if problems:
         raise BrainencInputError(out, "; ".join(problems))
 
@@ -1147,32 +1141,6 @@ def _write_ground_truth(path: Path, cortex: _Cortex, features_mixing, max_r, par
         if isinstance(value, (int, float)):
             arrays[key] = np.array(value)
     np.savez_compressed(path, **arrays)
-
-
-def _staging_folder(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    # mkdtemp makes a private folder; the dataset gets the usual permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    build.chmod(0o777 & ~umask)
-    return build
-
-
-def _move_into_place(build: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished dataset onto ``out`` (replacing it when allowed)."""
-    old = None
-    if out.exists():
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        elif overwrite:
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-        else:   # checked before; something appeared meanwhile
-            raise BrainencInputError(out, "output folder exists and is not empty")
-    os.replace(build, out)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 # --------------------------------------------------------------------------- #

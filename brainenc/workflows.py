@@ -9,24 +9,49 @@ Output folder of a transfer analysis (see ``docs/outputs.md``)::
       figures/*.png     cortical maps, 2-D transfer map, histograms, scatter
       report.html
 
-The folder is built under a temporary name and renamed when complete, so a
-failed analysis never leaves a partial ``OUT``.
+Every writer goes through :func:`brainenc.io.output.output_folder`: the
+location is checked before any computation, the folder is built under a
+temporary name and renamed when complete (a failed or interrupted analysis never
+leaves a partial ``OUT``), and only a previous brainenc result is ever replaced,
+with ``overwrite=True``.
 """
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from brainenc.io.atomic import atomic_directory
+from brainenc.checks import (
+    check_analysis_options,
+    check_subject_inputs,
+    input_paths,
+    resolve_feature_spaces,
+)
 from brainenc.io.layouts import load_dataset
+from brainenc.io.output import output_folder
 from brainenc.results import TransferResult, json_default
+
+#: Options of :func:`brainenc.transfer.run_transfer` checked before any fit.
+_CHECKED_OPTIONS = ("n_permutations", "block_length", "fdr_q", "alphas", "seed",
+                    "n_targets_batch", "score_func")
+
+
+def strict_json(value):
+    """``value`` with NaN and infinities replaced by None, so that it is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
 
 
 def summary_dict(results: Sequence[TransferResult]) -> dict:
-    """The content of ``summary.json``."""
-    return {
+    """The content of ``summary.json`` (strict JSON: a NaN is written as null)."""
+    content = {
         "subjects": sorted({res.subject for res in results}),
         "results": [
             {
@@ -40,6 +65,33 @@ def summary_dict(results: Sequence[TransferResult]) -> dict:
             for res in results
         ],
     }
+    return strict_json(json.loads(json.dumps(content, default=json_default)))
+
+
+def write_results(
+    results: Sequence[TransferResult],
+    folder: str | Path,
+    *,
+    ground_truth=None,
+    report: bool = True,
+) -> Path:
+    """Write scores, summary, figures and report of ``results`` into ``folder``.
+
+    With one result, its scores go to ``folder/scores.npz``; with several, to
+    ``folder/<feature space>/scores.npz``. ``folder`` is normally the staging
+    folder of :func:`brainenc.io.output.output_folder`.
+    """
+    from brainenc.plotting.report import write_report
+
+    folder = Path(folder)
+    for res in results:
+        target = folder / "scores.npz" if len(results) == 1 else folder / res.feature_space / "scores.npz"
+        res.save(target)
+    (folder / "summary.json").write_text(
+        json.dumps(summary_dict(results), indent=2, allow_nan=False), encoding="utf-8")
+    if report:
+        write_report(results, folder, ground_truth=ground_truth)
+    return folder
 
 
 def write_outputs(
@@ -48,27 +100,17 @@ def write_outputs(
     *,
     ground_truth=None,
     report: bool = True,
-    extra_files: dict[str, str] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write scores, summary, figures and report of ``results`` into ``out``.
+    """Write ``results`` into a new results folder ``out`` (see :func:`write_results`).
 
-    With one result, its scores go to ``out/scores.npz``; with several, to
-    ``out/<feature space>/scores.npz``. ``out`` appears only once complete.
+    ``out`` follows the rules of :mod:`brainenc.io.output`: it must be new or
+    empty, or hold a previous result and ``overwrite`` be true; it appears only
+    once complete.
     """
-    from brainenc.plotting.report import write_report
-
-    out = Path(out)
-    with atomic_directory(out) as tmp:
-        for res in results:
-            target = tmp / "scores.npz" if len(results) == 1 else tmp / res.feature_space / "scores.npz"
-            res.save(target)
-        (tmp / "summary.json").write_text(
-            json.dumps(summary_dict(results), indent=2, default=json_default), encoding="utf-8")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        if report:
-            write_report(results, tmp, ground_truth=ground_truth)
-    return out
+    with output_folder(out, kind="transfer", overwrite=overwrite) as staging:
+        write_results(results, staging, ground_truth=ground_truth, report=report)
+    return Path(out)
 
 
 def transfer_to_folder(
@@ -78,15 +120,38 @@ def transfer_to_folder(
     out: str | Path,
     *,
     report: bool = True,
+    overwrite: bool = False,
     **transfer_options,
 ) -> list[TransferResult]:
-    """Run :func:`brainenc.transfer.run_transfer` for each feature space and write ``out``."""
+    """Run :func:`brainenc.transfer.run_transfer` for each feature space and write ``out``.
+
+    Everything is checked before the first fit: the options, the output
+    location (see :mod:`brainenc.io.output`; ``overwrite`` replaces a previous
+    result), every feature space and every file of the subject's runs.
+    """
     from brainenc.transfer import run_transfer
 
+    check_analysis_options(**{k: v for k, v in transfer_options.items() if k in _CHECKED_OPTIONS})
     data = load_dataset(dataset)
-    results = [run_transfer(data, subject, name, **transfer_options) for name in features]
-    write_outputs(results, out, report=report)
+    data.runs_for(subject)  # an unknown subject fails here, naming the ones there are
+    spaces = resolve_feature_spaces(features, data)
+    with output_folder(out, kind="transfer", overwrite=overwrite,
+                       inputs=input_paths(data, subject, spaces)) as staging:
+        check_subject_inputs(data, subject, spaces)
+        results = [run_transfer(data, subject, space, **transfer_options) for space in spaces]
+        write_results(results, staging, report=report)
     return results
+
+
+def _relocate(value, staging: Path, final: Path):
+    """``value`` (settings) with paths under ``staging`` moved to ``final``."""
+    if isinstance(value, str) and value.startswith(str(staging)):
+        return str(final) + value[len(str(staging)):]
+    if isinstance(value, dict):
+        return {key: _relocate(item, staging, final) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_relocate(item, staging, final) for item in value]
+    return value
 
 
 def run_demo(
@@ -94,26 +159,35 @@ def run_demo(
     *,
     layout: str = "huth",
     n_permutations: int = 1000,
+    block_length: int = 10,
+    fdr_q: float = 0.05,
     seed: int = 0,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> list[TransferResult]:
     """Simulate a subject, analyse it with both simulated feature spaces, and report.
 
     Writes ``out/dataset`` (the simulated data and ground truth) and
-    ``out/results`` (scores, summary, figures, report.html).
+    ``out/results`` (scores, summary, figures, report.html). ``out`` follows
+    the rules of :mod:`brainenc.io.output`: ``overwrite`` replaces a previous
+    demo output, nothing else.
     """
     from brainenc.simulate import load_ground_truth, simulate_dataset
     from brainenc.transfer import run_transfer
 
-    out = Path(out)
-    info = simulate_dataset(out / "dataset", layout=layout, seed=seed)
-    data = load_dataset(info.root)
-    truth = load_ground_truth(info.root)
-    results = [
-        run_transfer(data, info.subject, name, n_permutations=n_permutations, seed=seed,
-                     progress=progress)
-        for name in info.feature_spaces
-    ]
-    write_outputs(results, out / "results", ground_truth=truth)
+    check_analysis_options(n_permutations=n_permutations, block_length=block_length,
+                           fdr_q=fdr_q, seed=seed)
+    with output_folder(out, kind="demo", overwrite=overwrite) as staging:
+        info = simulate_dataset(staging / "dataset", layout=layout, seed=seed, marker=False)
+        data = load_dataset(info.root)
+        truth = load_ground_truth(info.root)
+        results = [
+            run_transfer(data, info.subject, name, n_permutations=n_permutations,
+                         block_length=block_length, fdr_q=fdr_q, seed=seed, progress=progress)
+            for name in info.feature_spaces
+        ]
+        final = Path(out).expanduser().resolve()
+        for res in results:
+            res.settings = _relocate(res.settings, staging.resolve(), final)
+        write_results(results, staging / "results", ground_truth=truth)
     return results
-

@@ -16,6 +16,7 @@ metadata.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from brainenc.io.atomic import atomic_path
 
 FEATURE_SUFFIX = ".hf5"
 LEVELS = ("event", "tr")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,21 @@ class StimulusFeatures:
         return self.data.shape[1]
 
 
+def _numeric_array(values, path, field: str) -> np.ndarray:
+    """``values`` as a real float64 array, or an error naming ``field``."""
+    array = np.asarray(values)
+    if np.iscomplexobj(array):
+        raise BrainencInputError(path, f"{field!r} holds complex numbers; expected real values")
+    if array.dtype.kind not in "biuf":
+        raise BrainencInputError(
+            path, f"{field!r} holds {array.dtype} values; expected a numeric (float) array")
+    return array.astype(np.float64, copy=False)
+
+
 def _check(data, times, level, path) -> tuple[np.ndarray, np.ndarray | None]:
     if level not in LEVELS:
         raise BrainencInputError(path, f"level must be one of {LEVELS}, got {level!r}")
-    data = np.asarray(data)
+    data = _numeric_array(data, path, "data")
     if data.ndim != 2:
         raise BrainencInputError(
             path, f"'data' must be 2-D (events x features), got shape {data.shape}"
@@ -68,10 +81,15 @@ def _check(data, times, level, path) -> tuple[np.ndarray, np.ndarray | None]:
         raise BrainencInputError(path, f"'data' is empty (shape {data.shape})")
     if not np.all(np.isfinite(data)):
         raise BrainencInputError(path, "'data' contains NaN or infinite values")
+    largest = float(np.max(np.abs(data)))
+    if largest > FLOAT32_MAX:
+        raise BrainencInputError(
+            path, f"'data' holds values outside the float32 range (max |x| = {largest:.3g}); "
+            "rescale the features")
     if level == "event":
         if times is None:
             raise BrainencInputError(path, "event-level features need a 'times' dataset")
-        times = np.asarray(times, dtype=np.float64)
+        times = _numeric_array(times, path, "times")
         if times.shape != (data.shape[0],):
             raise BrainencInputError(
                 path,
@@ -80,7 +98,18 @@ def _check(data, times, level, path) -> tuple[np.ndarray, np.ndarray | None]:
             )
         if not np.all(np.isfinite(times)):
             raise BrainencInputError(path, "'times' contains NaN or infinite values")
-    return data.astype(np.float32, copy=False), times
+        _check_sorted(times, path)
+    return data.astype(np.float32), times
+
+
+def _check_sorted(times: np.ndarray, path) -> None:
+    steps = np.diff(times)
+    if np.any(steps < 0):
+        first = int(np.flatnonzero(steps < 0)[0])
+        raise BrainencInputError(
+            path, f"'times' must be sorted (seconds on the stimulus clock, in stimulus order): "
+            f"row {first + 1} has time {times[first + 1]:g} after {times[first]:g} in row "
+            f"{first}; {int(np.sum(steps < 0))} times go backwards")
 
 
 def write_stimulus_features(
@@ -129,16 +158,25 @@ def read_stimulus_features(path: str | Path) -> StimulusFeatures:
         raise BrainencInputError(path, "feature file not found")
     try:
         with h5py.File(path, "r") as f:
-            if "data" not in f:
-                raise BrainencInputError(path, "feature file has no 'data' dataset")
-            data = f["data"][()]
-            times = f["times"][()] if "times" in f else None
+            data = _dataset_values(f, "data", path, required=True)
+            times = _dataset_values(f, "times", path, required=False)
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     except OSError as exc:
         raise BrainencInputError(path, f"cannot read feature file as HDF5 ({exc})") from exc
     level = str(attrs.pop("level", "event"))
     data, times = _check(data, times, level, path)
     return StimulusFeatures(data=data, times=times, level=level, attrs=attrs, path=path)
+
+
+def _dataset_values(handle: h5py.File, name: str, path: Path, required: bool):
+    item = handle.get(name)
+    if item is None:
+        if required:
+            raise BrainencInputError(path, f"feature file has no {name!r} dataset")
+        return None
+    if not isinstance(item, h5py.Dataset):
+        raise BrainencInputError(path, f"{name!r} is an HDF5 group; expected a dataset (array)")
+    return item[()]
 
 
 @dataclass(frozen=True)
@@ -174,16 +212,32 @@ class FeatureSpace:
         return read_stimulus_features(path)
 
 
+def _looks_like_path(text: str) -> bool:
+    return (os.sep in text or (os.altsep is not None and os.altsep in text)
+            or text.startswith((".", "~")))
+
+
 def find_feature_space(name_or_path: str | Path, feature_root: Path | None = None) -> FeatureSpace:
-    """Resolve ``--features NAME``: a folder path, or a name under ``feature_root``."""
-    candidate = Path(name_or_path)
-    if candidate.is_dir():
-        return FeatureSpace(candidate)
-    if feature_root is not None and (feature_root / str(name_or_path)).is_dir():
-        return FeatureSpace(feature_root / str(name_or_path))
+    """Resolve ``--features``: a feature-space name under ``feature_root``, or a folder path.
+
+    A bare name (no path separator, not starting with ``.`` or ``~``) is looked
+    up under ``feature_root`` only, so a folder of the same name in the current
+    folder is never taken by accident; pass ``./name`` for that one. The
+    returned space holds the absolute, resolved folder.
+    """
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or _looks_like_path(text):
+        candidate = Path(text).expanduser()
+        if not candidate.is_dir():
+            raise BrainencInputError(candidate, "feature-space folder not found")
+        return FeatureSpace(candidate.resolve())
+    if feature_root is not None and (feature_root / text).is_dir():
+        return FeatureSpace((feature_root / text).resolve())
     known = sorted(p.name for p in feature_root.iterdir() if p.is_dir()) if (
         feature_root is not None and feature_root.is_dir()) else []
+    hint = (f"; a folder {text!r} exists in the current folder: pass ./{text} to use it"
+            if Path(text).is_dir() else "")
     raise BrainencInputError(
-        feature_root if feature_root is not None else candidate,
-        f"no feature space named {str(name_or_path)!r}; available: {known or 'none'}",
+        feature_root if feature_root is not None else Path(text),
+        f"no feature space named {text!r}; available: {known or 'none'}{hint}",
     )

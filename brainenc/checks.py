@@ -1,0 +1,154 @@
+"""Checks that run before any fit: analysis options, and the inputs of a subject.
+
+An analysis can take hours; every argument and every file it will read is
+checked first, so that a user error costs seconds and leaves nothing behind.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from brainenc.errors import BrainencInputError
+from brainenc.io.dataset import MODALITIES, Dataset, Run
+from brainenc.io.features import FeatureSpace, find_feature_space
+
+__all__ = ["check_analysis_options", "check_subject_inputs", "resolve_feature_spaces",
+           "input_paths"]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_analysis_options(
+    *,
+    n_permutations: int = 1000,
+    block_length: int = 10,
+    fdr_q: float = 0.05,
+    alphas: Sequence[float] | None = None,
+    seed: int = 0,
+    n_targets_batch: int = 20000,
+    score_func: str = "correlation",
+) -> None:
+    """Raise :class:`~brainenc.errors.BrainencInputError` for an impossible option.
+
+    Every problem is reported at once, each naming its option and the range
+    it must lie in.
+    """
+    problems = []
+    if not _is_int(n_permutations) or n_permutations < 0:
+        problems.append(f"--n-permutations must be a whole number >= 0 (0 skips the test), "
+                        f"got {n_permutations!r}")
+    if not _is_int(block_length) or block_length < 1:
+        problems.append(f"--block-length must be a whole number of TRs >= 1, got {block_length!r}")
+    if isinstance(fdr_q, bool) or not isinstance(fdr_q, (int, float)) or not 0 < fdr_q < 1:
+        problems.append(f"--fdr-q must be a false discovery rate in (0, 1), e.g. 0.05, "
+                        f"got {fdr_q!r}")
+    if alphas is not None:
+        values = list(alphas)
+        if not values or any(isinstance(a, bool) or not isinstance(a, (int, float))
+                             or not math.isfinite(a) or a <= 0 for a in values):
+            problems.append(f"--alphas must be positive finite numbers, got {values!r}")
+    if not _is_int(seed) or seed < 0:
+        problems.append(f"--seed must be a whole number >= 0, got {seed!r}")
+    if not _is_int(n_targets_batch) or n_targets_batch < 1:
+        problems.append(f"n_targets_batch must be a whole number >= 1, got {n_targets_batch!r}")
+    if score_func not in ("correlation", "r2"):
+        problems.append(f"--score must be 'correlation' or 'r2', got {score_func!r}")
+    if problems:
+        raise BrainencInputError(None, "; ".join(problems))
+
+
+def resolve_feature_spaces(features: Sequence[str | Path | FeatureSpace],
+                           dataset: Dataset) -> list[FeatureSpace]:
+    """Each ``--features`` value as a feature space; two values may not name one folder."""
+    if isinstance(features, (str, Path, FeatureSpace)):
+        features = [features]
+    spaces = [item if isinstance(item, FeatureSpace) else
+              find_feature_space(item, dataset.feature_root) for item in features]
+    if not spaces:
+        raise BrainencInputError(None, "--features names no feature space")
+    seen: dict[str, Path] = {}
+    for space in spaces:
+        if space.name in seen:
+            raise BrainencInputError(
+                space.root, f"two feature spaces share the name {space.name!r} "
+                f"({seen[space.name]} and {space.root}); their results would collide")
+        seen[space.name] = space.root
+    return spaces
+
+
+@dataclass(frozen=True)
+class _Width:
+    n_features: int
+    path: Path
+
+
+def _check_features(run: Run, space: FeatureSpace) -> _Width:
+    features = space.load(run.stimulus)
+    if features.level == "tr" and len(features.data) != run.n_trs:
+        raise BrainencInputError(
+            features.path, f"TR-level features have {len(features.data)} rows but run "
+            f"{run.name!r} has {run.n_trs} analysed volumes; expected one row per volume")
+    return _Width(features.n_features, features.path)
+
+
+def _check_widths(widths: dict[str, list[_Width]], space: FeatureSpace,
+                  modalities: Sequence[str]) -> None:
+    first = next(width for m in modalities for width in widths[m])
+    for modality in modalities:
+        for width in widths[modality]:
+            if width.n_features != first.n_features:
+                raise BrainencInputError(
+                    width.path, f"has {width.n_features} features but {first.path.name} in "
+                    f"feature space {space.name!r} has {first.n_features}; every stimulus of "
+                    "a feature space needs the same features")
+
+
+def check_subject_inputs(
+    dataset: Dataset,
+    subject: str,
+    spaces: Sequence[FeatureSpace],
+    modalities: Sequence[str] = MODALITIES,
+) -> None:
+    """Check every file an analysis of ``subject`` will read, before any fit.
+
+    Each run of ``modalities`` needs a readable response file (header checks:
+    format, shape, row count against the TR grid) and, in every feature space,
+    a valid feature file (2-D finite data, sorted times, TR-level rows); all
+    stimuli of a feature space need the same width.
+
+    Raises
+    ------
+    BrainencInputError
+        Naming the first file that is wrong and what was expected.
+    """
+    from brainenc.io.responses import read_response_shape
+
+    runs = {m: dataset.runs_for(subject, m) for m in modalities}
+    for modality, found in runs.items():
+        if not found:
+            present = sorted({run.modality for run in dataset.runs_for(subject)})
+            raise BrainencInputError(
+                dataset.root, f"subject {subject} has no {modality} runs (it has "
+                f"{present or 'no'} runs); this analysis needs {' and '.join(modalities)} runs")
+    for modality in modalities:
+        for run in runs[modality]:
+            read_response_shape(run.response_paths, run.mask_path)
+    for space in spaces:
+        widths = {m: [_check_features(run, space) for run in runs[m]] for m in modalities}
+        _check_widths(widths, space, modalities)
+
+
+def input_paths(dataset: Dataset, subject: str | None,
+                spaces: Sequence[FeatureSpace] = ()) -> list[Path]:
+    """Every input an analysis reads: what an output location must stay clear of."""
+    runs = dataset.runs if subject is None else dataset.runs_for(subject)
+    paths = [Path(dataset.root)]
+    for run in runs:
+        paths += list(run.response_paths)
+        paths += [p for p in (run.mask_path, run.stimulus_path) if p is not None]
+    paths += [space.root for space in spaces]
+    return list(dict.fromkeys(paths))

@@ -1,0 +1,280 @@
+"""The safe-output guard: no command deletes or replaces what brainenc did not write."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainenc.cli import main
+from brainenc.errors import BrainencInputError
+from brainenc.io.output import MARKER_NAME, STAGING_NAME, clean_leftovers, output_folder
+from tests.conftest import make_manifest_dataset
+from tests.safety import tree_state
+
+
+def _transfer(dataset: Path, out, *extra: str) -> int:
+    return main(["transfer", "--dataset", str(dataset), "--subject", "s1", "--features", "feats",
+                 "--out", str(out), "--n-permutations", "20", "--no-report", "--quiet", *extra])
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return make_manifest_dataset(tmp_path / "ds", n_runs=3, n_trs=40, n_voxels=6)
+
+
+def _refused(capsys, code: int, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_out_equal_to_the_dataset_is_refused_and_nothing_changes(dataset, capsys):
+    before = tree_state(dataset)
+    _refused(capsys, _transfer(dataset, dataset), "input being read")
+    assert tree_state(dataset) == before
+
+
+def test_out_holding_the_dataset_is_refused(dataset, tmp_path, capsys):
+    (tmp_path / "unrelated.txt").write_text("keep me")
+    before = tree_state(tmp_path)
+    _refused(capsys, _transfer(dataset, tmp_path), "contains an input")
+    assert tree_state(tmp_path) == before
+
+
+def test_out_inside_a_feature_space_or_the_dataset_is_refused(dataset, capsys):
+    before = tree_state(dataset)
+    _refused(capsys, _transfer(dataset, dataset / "features" / "feats"), "input being read")
+    _refused(capsys, _transfer(dataset, dataset / "results"), "lies inside an input")
+    assert tree_state(dataset) == before
+
+
+def test_existing_folder_of_the_user_is_refused(dataset, tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "old_figs").mkdir(parents=True)
+    (out / "notes.txt").write_text("my notes")
+    (out / "old_figs" / "a.png").write_bytes(b"\x89PNG")
+    before = tree_state(out)
+    _refused(capsys, _transfer(dataset, out), "not a brainenc result", str(out))
+    _refused(capsys, _transfer(dataset, out, "--overwrite"), "not a brainenc result")
+    assert tree_state(out) == before
+
+
+def test_out_that_is_a_file_or_the_current_folder_is_refused(dataset, tmp_path, capsys,
+                                                               monkeypatch):
+    target = tmp_path / "result.txt"
+    target.write_text("a file")
+    _refused(capsys, _transfer(dataset, target, "--overwrite"), "not a folder")
+    assert target.read_text() == "a file"
+    here = tmp_path / "work"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    _refused(capsys, _transfer(dataset, "."), "current folder")
+    _refused(capsys, _transfer(dataset, tmp_path), "current folder")
+    assert list(here.iterdir()) == []
+
+
+def test_unwritable_parent_is_refused_before_any_fit(dataset, tmp_path, capsys, monkeypatch):
+    import brainenc.transfer
+
+    def never(*args, **kwargs):
+        raise AssertionError("the analysis ran")
+
+    monkeypatch.setattr(brainenc.transfer, "run_transfer", never)
+    _refused(capsys, _transfer(dataset, "/proc/brainenc-results"), "/proc")
+    blocker = tmp_path / "plain_file"
+    blocker.write_text("x")
+    _refused(capsys, _transfer(dataset, blocker / "sub" / "out"), "is a file")
+    if os.geteuid() != 0:  # root writes into read-only folders
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            _refused(capsys, _transfer(dataset, locked / "out"), "not writable")
+        finally:
+            locked.chmod(0o700)
+
+
+def test_previous_result_needs_overwrite_and_only_it_is_replaced(dataset, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert _transfer(dataset, out) == 0
+    marker = json.loads((out / MARKER_NAME).read_text())
+    assert marker["kind"] == "transfer" and "scores.npz" in marker["files"]
+    (tmp_path / "beside.txt").write_text("beside")
+    before = tree_state(tmp_path)
+    capsys.readouterr()
+    _refused(capsys, _transfer(dataset, out), "--overwrite")
+    assert tree_state(tmp_path) == before
+    assert _transfer(dataset, out, "--overwrite", "--seed", "3") == 0
+    settings = json.loads((out / "summary.json").read_text())["results"][0]["settings"]
+    assert settings["seed"] == 3
+    assert (tmp_path / "beside.txt").read_text() == "beside"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["beside.txt", "ds", "results"]
+    # a file the user added to the result is not ours to delete, even with --overwrite
+    (out / "notes.txt").write_text("mine")
+    before = tree_state(out)
+    capsys.readouterr()
+    _refused(capsys, _transfer(dataset, out, "--overwrite"), "notes.txt")
+    assert tree_state(out) == before
+
+
+def test_failure_during_the_analysis_leaves_no_trace(dataset, tmp_path, capsys, monkeypatch):
+    import brainenc.transfer
+
+    def broken(*args, **kwargs):
+        raise BrainencInputError(None, "planted failure")
+
+    monkeypatch.setattr(brainenc.transfer, "run_transfer", broken)
+    before = tree_state(tmp_path)
+    _refused(capsys, _transfer(dataset, tmp_path / "new" / "deeper"), "planted failure")
+    assert tree_state(tmp_path) == before
+
+
+def test_interrupt_in_process_is_one_line_and_leaves_nothing(dataset, tmp_path, capsys,
+                                                             monkeypatch):
+    import brainenc.transfer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(brainenc.transfer, "run_transfer", interrupted)
+    before = tree_state(tmp_path)
+    assert _transfer(dataset, tmp_path / "out") == 130
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("WARNING:")]
+    assert "Traceback" not in err and lines == [
+        "brainenc transfer: interrupted; nothing was written to the output"]
+    assert tree_state(tmp_path) == before
+
+
+def test_sigint_to_a_running_transfer(tmp_path):
+    dataset = make_manifest_dataset(tmp_path / "ds", n_runs=3, n_trs=200, n_voxels=3000)
+    out = tmp_path / "out"
+    before = tree_state(dataset)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "brainenc.cli", "transfer", "--dataset", str(dataset),
+         "--subject", "s1", "--features", "feats", "--out", str(out),
+         "--n-permutations", "100000", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(tmp_path.glob(".out.*.tmp")), "the staging folder never appeared"
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    assert tree_state(dataset) == before
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_or_reported(dataset, tmp_path, capsys):
+    out = tmp_path / "res"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / ".res.abc123.tmp"
+    stale.mkdir()
+    (stale / STAGING_NAME).write_text(dead.stdout.strip())
+    (stale / "scores.npz").write_bytes(b"partial")
+    foreign = tmp_path / ".res.user.tmp"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("not brainenc's")
+    assert _transfer(dataset, out) == 0
+    err = capsys.readouterr().err
+    assert f"removed {stale}" in err
+    assert "not written by brainenc" in err
+    assert not stale.exists()
+    assert (foreign / "keep.txt").read_text() == "not brainenc's"
+
+
+def test_a_result_moved_aside_by_a_killed_replace_is_restored(dataset, tmp_path):
+    out = tmp_path / "res"
+    assert _transfer(dataset, out) == 0
+    before = tree_state(out)
+    aside = tmp_path / ".res.k1ll.old"
+    os.replace(out, aside)
+    notes = clean_leftovers(out)
+    assert any("restored" in note for note in notes)
+    assert tree_state(out) == before and not aside.exists()
+
+
+def test_output_folder_rechecks_before_commit(tmp_path):
+    out = tmp_path / "res"
+    with pytest.raises(BrainencInputError, match="not a brainenc result"):
+        with output_folder(out, kind="transfer") as staging:
+            (staging / "a.txt").write_text("new")
+            out.mkdir()
+            (out / "user.txt").write_text("appeared meanwhile")
+    assert (out / "user.txt").read_text() == "appeared meanwhile"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+
+
+def test_simulate_follows_the_same_rules(tmp_path, capsys):
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("x")
+    _refused(capsys, main(["simulate", str(occupied), "--overwrite"]), "not a brainenc result")
+    assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
+    out = tmp_path / "sim"
+    args = ["simulate", str(out), "--n-stories", "1", "--n-movies", "1"]
+    assert main(args) == 0
+    before = tree_state(out)
+    capsys.readouterr()
+    _refused(capsys, main(args), "--overwrite")
+    assert tree_state(out) == before
+    assert main(args + ["--overwrite", "--seed", "1"]) == 0
+    assert tree_state(out) != before
+    # a transfer result is never replaced by a simulation
+    assert _transfer(make_manifest_dataset(tmp_path / "ds"), tmp_path / "res") == 0
+    capsys.readouterr()
+    _refused(capsys, main(["simulate", str(tmp_path / "res"), "--overwrite"]), "'transfer'")
+
+
+def test_demo_refuses_a_user_folder(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    _refused(capsys, main(["demo", "--out", str(out), "--overwrite", "--quiet"]),
+             "not a brainenc result")
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+
+
+def test_extract_out_rules(dataset, tmp_path, capsys):
+    before = tree_state(tmp_path)
+
+    def extract(out) -> int:
+        return main(["extract", "--dataset", str(dataset), "--model", str(tmp_path / "nomodel"),
+                     "--out", str(out), "--quiet"])
+
+    _refused(capsys, extract(dataset), "dataset")
+    _refused(capsys, extract(tmp_path), "dataset")
+    _refused(capsys, extract(dataset / "features" / "feats"), "holds .hf5 files")
+    _refused(capsys, extract(dataset / "elsewhere"), "inside the dataset")
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    (papers / "draft.pdf").write_bytes(b"%PDF")
+    _refused(capsys, extract(papers), "draft.pdf")
+    (papers / "draft.pdf").unlink()
+    papers.rmdir()
+    assert tree_state(tmp_path) == before
+
+
+def test_summary_json_is_strict(dataset, tmp_path):
+    out = tmp_path / "res"
+    assert _transfer(dataset, out, "--n-permutations", "0") == 0
+    text = (out / "summary.json").read_text()
+    assert "NaN" not in text
+    summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    directions = summary["results"][0]["directions"]
+    assert directions["story_to_story"]["mean_r_significant"] is None
+    assert np.isfinite(directions["story_to_story"]["mean_r"])
