@@ -31,6 +31,7 @@ def check_analysis_options(
     seed: int = 0,
     n_targets_batch: int = 20000,
     score_func: str = "correlation",
+    backend: str = "auto",
 ) -> None:
     """Raise :class:`~brainenc.errors.BrainencInputError` for an impossible option.
 
@@ -57,8 +58,26 @@ def check_analysis_options(
         problems.append(f"n_targets_batch must be a whole number >= 1, got {n_targets_batch!r}")
     if score_func not in ("correlation", "r2"):
         problems.append(f"--score must be 'correlation' or 'r2', got {score_func!r}")
+    problem = _backend_problem(backend)
+    if problem:
+        problems.append(problem)
     if problems:
         raise BrainencInputError(None, "; ".join(problems))
+
+
+def _backend_problem(backend: str) -> str | None:
+    from brainenc.encoding import resolve_backend
+
+    try:
+        resolve_backend(backend)
+    except (ValueError, ImportError) as error:
+        return f"--backend: {error}"
+    if backend == "torch_cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "--backend torch_cuda needs a CUDA GPU, and PyTorch sees none"
+    return None
 
 
 def resolve_feature_spaces(features: Sequence[str | Path | FeatureSpace],

@@ -35,7 +35,7 @@ from brainenc.results import TransferResult, json_default
 
 #: Options of :func:`brainenc.transfer.run_transfer` checked before any fit.
 _CHECKED_OPTIONS = ("n_permutations", "block_length", "fdr_q", "alphas", "seed",
-                    "n_targets_batch", "score_func")
+                    "n_targets_batch", "score_func", "backend")
 
 
 def strict_json(value):
@@ -178,7 +178,7 @@ def run_demo(
     check_analysis_options(n_permutations=n_permutations, block_length=block_length,
                            fdr_q=fdr_q, seed=seed)
     with output_folder(out, kind="demo", overwrite=overwrite) as staging:
-        info = simulate_dataset(staging / "dataset", layout=layout, seed=seed, marker=False)
+        info = simulate_dataset(staging / "dataset", layout=layout, seed=seed)
         data = load_dataset(info.root)
         truth = load_ground_truth(info.root)
         results = [
