@@ -135,7 +135,8 @@ def check_subject_inputs(
     """Check every file an analysis of ``subject`` will read, before any fit.
 
     Each run of ``modalities`` needs a readable response file (header checks:
-    format, shape, row count against the TR grid) and, in every feature space,
+    format, shape, row count against the TR grid, declared space), all with
+    the same voxels, and, in every feature space,
     a valid feature file (2-D finite data, sorted times, TR-level rows); all
     stimuli of a feature space need the same width.
 
@@ -144,7 +145,7 @@ def check_subject_inputs(
     BrainencInputError
         Naming the first file that is wrong and what was expected.
     """
-    from brainenc.io.responses import read_response_shape
+    from brainenc.io.responses import check_run_responses
 
     runs = {m: dataset.runs_for(subject, m) for m in modalities}
     for modality, found in runs.items():
@@ -153,9 +154,16 @@ def check_subject_inputs(
             raise BrainencInputError(
                 dataset.root, f"subject {subject} has no {modality} runs (it has "
                 f"{present or 'no'} runs); this analysis needs {' and '.join(modalities)} runs")
+    n_voxels = {}
     for modality in modalities:
         for run in runs[modality]:
-            read_response_shape(run.response_paths, run.mask_path)
+            n_voxels[run.response_paths[0]] = check_run_responses(run)[1]
+    if len(set(n_voxels.values())) > 1:
+        first, *rest = n_voxels.items()
+        other = next(item for item in rest if item[1] != first[1])
+        raise BrainencInputError(
+            other[0], f"has {other[1]} voxels but {first[0]} of the same subject has {first[1]}; "
+            "every run of a subject needs the same voxels")
     for space in spaces:
         widths = {m: [_check_features(run, space) for run in runs[m]] for m in modalities}
         _check_widths(widths, space, modalities)

@@ -25,6 +25,12 @@ class StimulusEvents:
         A label per event (the word; a frame index or image file for movies).
     onsets, offsets : ndarray of shape (n_events,) or None
         Start and end of each event where known (word intervals).
+
+    Raises
+    ------
+    ValueError
+        Times that are not finite or decrease (events out of order would be
+        read as a different stimulus), or arrays of mismatched lengths.
     """
 
     times: np.ndarray
@@ -38,7 +44,24 @@ class StimulusEvents:
             raise ValueError(
                 f"times has shape {times.shape} but there are {len(self.labels)} labels"
             )
+        check_event_times(times, "event times")
         object.__setattr__(self, "times", times)
+        for name in ("onsets", "offsets"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            values = np.asarray(values, dtype=np.float64)
+            if values.shape != times.shape:
+                raise ValueError(f"{name} has shape {values.shape}, times {times.shape}")
+            object.__setattr__(self, name, values)
+        if self.onsets is not None and self.offsets is not None:
+            late = np.flatnonzero(self.offsets < self.onsets)
+            if late.size:
+                k = int(late[0])
+                raise ValueError(
+                    f"event {k} ({self.labels[k]!r}) ends at {self.offsets[k]} s, before its "
+                    f"onset {self.onsets[k]} s"
+                )
 
     def __len__(self) -> int:
         return len(self.times)
@@ -64,8 +87,9 @@ class TRGrid:
         times = np.asarray(self.times, dtype=np.float64)
         if times.ndim != 1:
             raise ValueError(f"TR times must be 1-D, got shape {times.shape}")
-        if self.tr <= 0:
-            raise ValueError(f"TR must be positive, got {self.tr}")
+        if not np.isfinite(self.tr) or self.tr <= 0:
+            raise ValueError(f"TR must be positive and finite, got {self.tr}")
+        check_event_times(times, "TR times", strict=True)
         object.__setattr__(self, "times", times)
 
     @classmethod
@@ -97,6 +121,32 @@ class TRGrid:
         """The grid without its first ``start`` and last ``end`` volumes."""
         stop = len(self.times) - end
         return TRGrid(self.times[start:stop], self.tr)
+
+
+def check_event_times(times: np.ndarray, what: str = "times", strict: bool = False) -> None:
+    """Raise ``ValueError`` unless ``times`` are finite and in order.
+
+    Parameters
+    ----------
+    times : ndarray of shape (n,)
+    what : str
+        Name of the times in the message.
+    strict : bool
+        Require strictly increasing times; otherwise equal neighbours are allowed.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    if not np.isfinite(times).all():
+        k = int(np.flatnonzero(~np.isfinite(times))[0])
+        raise ValueError(f"{what} must be finite; element {k} is {times[k]}")
+    steps = np.diff(times)
+    bad = np.flatnonzero(steps <= 0 if strict else steps < 0)
+    if bad.size:
+        k = int(bad[0]) + 1
+        order = "increase" if strict else "not decrease"
+        raise ValueError(
+            f"{what} must {order}: element {k} is {times[k]} s after {times[k - 1]} s "
+            f"(element {k - 1})"
+        )
 
 
 def frame_times(n_frames: int, fps: float, start: float = 0.0) -> np.ndarray:

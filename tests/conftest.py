@@ -36,7 +36,7 @@ def make_manifest_dataset(
 
     rng = np.random.default_rng(seed)
     weights = rng.standard_normal((n_features, n_voxels))
-    rows = ["subject\trun\tmodality\tresponse\tstimulus\ttr"]
+    rows = ["subject\trun\tmodality\tresponse\tstimulus\ttr\tstimulus_onset"]
     root.mkdir(parents=True, exist_ok=True)
     for modality in ("story", "movie"):
         for i in range(n_runs):
@@ -52,7 +52,7 @@ def make_manifest_dataset(
             Y = signal + 0.5 * rng.standard_normal((n_trs, n_voxels))
             Y[:, list(constant_voxels)] = 3.0
             np.save(root / f"{name}.npy", Y.astype(np.float32))
-            rows.append(f"s1\t{name}\t{modality}\t{name}.npy\t{name}\t{tr}")
+            rows.append(f"s1\t{name}\t{modality}\t{name}.npy\t{name}\t{tr}\t0")
     manifest = root / "brainenc_manifest.tsv"
     manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root

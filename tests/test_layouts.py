@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainenc.errors import BrainencInputError
+from brainenc.errors import BrainencInputError, BrainencInputWarning
 from brainenc.io.layouts import load_dataset, read_bids, read_huth, read_manifest
 from brainenc.io.responses import load_responses
 
@@ -58,6 +58,10 @@ def write_nifti(path, array, tr=None):
     return path
 
 
+#: Columns of fsaverage5 responses: 10 242 vertices per hemisphere.
+FS5_HEMI = 10242
+
+
 def centred_grid(tr, n, onset):
     """Plain reference: volume k at tr*k - onset + tr/2."""
     return np.array([tr * k - onset + tr / 2 for k in range(n)])
@@ -79,12 +83,12 @@ def build_huth(root, derivative_name="derivative", rng=None):
     responses = {}
     for subject in ("UTS02", "UTS01"):
         for story, n in STORIES.items():
-            data = rng.standard_normal((n - 20, 4))
+            data = rng.standard_normal((n - 20, 2 * FS5_HEMI))
             write_hf5(derivative / "preprocessed_data" / subject / f"{story}.hf5", data)
             responses[subject, story] = data
     movie_rows = {"movie01": 30 - 3 - 2, "movie02": 25 - 10 - 5}
     for movie, rows in movie_rows.items():
-        data = rng.standard_normal((rows, 4))
+        data = rng.standard_normal((rows, 2 * FS5_HEMI))
         write_hf5(derivative / "preprocessed_data" / "UTS01" / f"{movie}.hf5", data)
         responses["UTS01", movie] = data
     write_json(derivative / "respdict.json", STORIES)
@@ -96,7 +100,8 @@ def build_huth(root, derivative_name="derivative", rng=None):
 
 def test_huth_runs_grids_and_responses(tmp_path):
     derivative, responses = build_huth(tmp_path)
-    dataset = load_dataset(tmp_path)
+    with pytest.warns(BrainencInputWarning, match=r"subject UTS02: .*2 run\(s\): movie01, movie02"):
+        dataset = load_dataset(tmp_path)
 
     assert (dataset.layout, dataset.preset) == ("huth", "huth")
     assert dataset.feature_root == tmp_path / "features"
@@ -108,7 +113,10 @@ def test_huth_runs_grids_and_responses(tmp_path):
     alpha = runs["UTS01", "alpha"]
     assert (alpha.modality, alpha.stimulus, alpha.space) == ("story", "alpha", "fsaverage5")
     assert alpha.stimulus_path == derivative / "TextGrids" / "alpha.TextGrid"
-    assert runs["UTS01", "beta"].stimulus_path is None
+    # The expected TextGrid is kept even when it is missing.
+    beta_textgrid = runs["UTS01", "beta"].stimulus_path
+    assert beta_textgrid == derivative / "TextGrids" / "beta.TextGrid"
+    assert not beta_textgrid.is_file()
     for story, n in STORIES.items():
         run = runs["UTS02", story]
         # N - 5 volumes at 2k - 10 + 1; 10 and 5 trimmed; N - 20 rows in the file.
@@ -126,7 +134,8 @@ def test_huth_runs_grids_and_responses(tmp_path):
     movie02 = runs["UTS01", "movie02"]
     np.testing.assert_allclose(movie02.tr_grid.times, centred_grid(2.0, 25, 10.0))
     assert (movie02.trim_start, movie02.trim_end, movie02.n_trs) == (10, 5, 10)
-    assert movie02.stimulus_path is None  # declared video not shipped
+    # the declared video is not shipped; its expected path is kept
+    assert movie02.stimulus_path == derivative / "Movies" / "movie02.mp4"
 
     for key, run in runs.items():
         np.testing.assert_array_equal(load_responses(run), responses[key].astype(np.float32))
@@ -175,7 +184,7 @@ def build_bids(root, rng):
     # sub-01 story: surface pair (TR from its sidecar) plus a volume and mask.
     func = fmriprep / "sub-01" / "func"
     prefix = "sub-01_task-story_run-1"
-    left, right = rng.standard_normal((6, 20)), rng.standard_normal((5, 20))
+    left, right = rng.standard_normal((FS5_HEMI, 20)), rng.standard_normal((FS5_HEMI, 20))
     write_gifti(func / f"{prefix}_hemi-L_space-fsaverage5_bold.func.gii", left)
     write_gifti(func / f"{prefix}_hemi-R_space-fsaverage5_bold.func.gii", right)
     write_json(func / f"{prefix}_hemi-L_space-fsaverage5_bold.json", {"RepetitionTime": 1.5})
@@ -189,7 +198,7 @@ def build_bids(root, rng):
     truth["story_volume"] = np.stack([volume[..., t][mask.astype(bool)] for t in range(20)])
 
     # sub-01 movie: surface pair, TR from GIFTI TimeStep (ms), stimulus on the second row.
-    left, right = rng.standard_normal((6, 16)), rng.standard_normal((5, 16))
+    left, right = rng.standard_normal((FS5_HEMI, 16)), rng.standard_normal((FS5_HEMI, 16))
     write_gifti(func / "sub-01_task-movie_hemi-L_space-fsaverage5_bold.func.gii", left, 2000)
     write_gifti(func / "sub-01_task-movie_hemi-R_space-fsaverage5_bold.func.gii", right, 2000)
     write_text(root / "sub-01" / "func" / "sub-01_task-movie_events.tsv",
@@ -257,14 +266,15 @@ def test_bids_prefer_volume(tmp_path):
 
 def test_bids_events_modality_column_and_unknown_stimulus_type(tmp_path):
     func = tmp_path / "derivatives" / "fmriprep" / "sub-07" / "func"
-    write_gifti(func / "sub-07_task-talk_hemi-L_space-fsaverage5_bold.func.gii",
+    write_gifti(func / "sub-07_task-talk_hemi-L_space-fsnative_bold.func.gii",
                 np.ones((3, 9)), 1000)
-    write_gifti(func / "sub-07_task-talk_hemi-R_space-fsaverage5_bold.func.gii",
+    write_gifti(func / "sub-07_task-talk_hemi-R_space-fsnative_bold.func.gii",
                 np.ones((2, 9)), 1000)
     events = write_text(tmp_path / "sub-07" / "func" / "sub-07_task-talk_events.tsv",
                         "onset\tstim_file\tmodality\n1.5\tnarration.wav\tstory\n")
     run = read_bids(tmp_path).runs[0]
-    assert (run.modality, run.stimulus, run.stimulus_path) == ("story", "narration", None)
+    assert (run.modality, run.stimulus, run.stimulus_path) == \
+        ("story", "narration", tmp_path / "stimuli" / "narration.wav")
     np.testing.assert_allclose(run.tr_grid.times, centred_grid(1.0, 9, 1.5))
     write_text(events, "onset\tstim_file\n1.5\tnarration.wav\n")
     with pytest.raises(BrainencInputError, match="sub-07_task-talk_events.tsv: cannot tell"):

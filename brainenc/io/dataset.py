@@ -31,7 +31,10 @@ class Run:
     stimulus : str
         Stimulus name; its features are ``<feature space>/<stimulus>.hf5``.
     stimulus_path : Path or None
-        TextGrid (story), frame-time table or video (movie), if present.
+        Where the TextGrid (story), frame-time table or video (movie) is or is
+        expected to be. Layouts keep the expected path even when the file is
+        missing (features may be precomputed), so a reader must test
+        ``stimulus_path.is_file()`` first; None when no stimulus file is named.
     tr_grid : TRGrid
         Times of the volumes on the stimulus clock, *before* trimming.
     trim_start, trim_end : int
@@ -47,6 +50,10 @@ class Run:
         True when the response file already holds only the kept rows (Huth
         ``.hf5`` files); False when it holds every volume of ``tr_grid`` and the
         trims are applied on loading (BIDS, manifest).
+    space_source : Path or None
+        The file that declared ``space`` (``brainenc.json``, the manifest, a
+        ``space-fsaverage5`` file name), named when the responses contradict
+        it; None when the space was not declared.
     """
 
     subject: str
@@ -61,6 +68,7 @@ class Run:
     mask_path: Path | None = None
     space: ResponseSpace = "unknown"
     response_is_trimmed: bool = True
+    space_source: Path | None = None
 
     def __post_init__(self):
         if self.modality not in MODALITIES:

@@ -34,8 +34,9 @@ def read_frame_table(path: str | Path) -> StimulusEvents:
     Raises
     ------
     BrainencInputError
-        The file is missing, has no ``time`` column or no rows, or a time is
-        missing, not a number, not finite, or not after the previous one.
+        The file is missing, has no ``time`` column or no rows, a row has more
+        or fewer cells than the header, or a time is missing, not a number, not
+        finite, or not after the previous one.
     """
     path = Path(path)
     if not path.is_file():
@@ -57,12 +58,13 @@ def read_frame_table(path: str | Path) -> StimulusEvents:
     body = rows[1:]
     if not body:
         raise BrainencInputError(path, "the frame table has a header but no frames")
+    _check_row_lengths(rows, path)
 
     def column(name: str) -> list[str] | None:
         if name not in header:
             return None
         index = header.index(name)
-        return [row[index].strip() if index < len(row) else "" for row in body]
+        return [row[index].strip() for row in body]
 
     times = np.empty(len(body), dtype=np.float64)
     for position, cell in enumerate(column("time")):
@@ -93,6 +95,17 @@ def read_frame_table(path: str | Path) -> StimulusEvents:
     else:
         labels = tuple(str(position) for position in range(len(body)))
     return StimulusEvents(times=times, labels=labels)
+
+
+def _check_row_lengths(rows: list[list[str]], path: Path) -> None:
+    """Every row must have one cell per header column; a short row shifts nothing silently."""
+    width = len(rows[0])
+    for position, row in enumerate(rows[1:]):
+        if len(row) != width:
+            raise BrainencInputError(
+                path, f"line {position + 2}: {len(row)} cells but the header has {width} "
+                "columns; every row needs one tab-separated cell per column"
+            )
 
 
 def _frame_index(cell: str, line: int, path: Path) -> str:

@@ -12,17 +12,23 @@ Formats, chosen by file suffix:
 ``.func.gii`` (two files)
     Left then right hemisphere; each file holds one data array per TR or one
     2-D array of vertices × TRs. Columns are the left vertices then the right.
+
+Values must be real numbers (integer or floating point); strings, complex
+values, NaN, infinities and values beyond the float32 range are errors naming
+the file. A file whose every voxel is constant over the run warns
+(:class:`~brainenc.errors.BrainencInputWarning`).
 """
 from __future__ import annotations
 
 import warnings
+import zlib
 from pathlib import Path
 
 import h5py
 import nibabel as nib
 import numpy as np
 
-from brainenc.errors import BrainencInputError
+from brainenc.errors import BrainencInputError, BrainencInputWarning
 from brainenc.io.dataset import Run
 
 HDF5_SUFFIXES = (".hf5", ".h5")
@@ -33,6 +39,11 @@ GIFTI_SUFFIXES = (".func.gii", ".gii")
 #: Vertices of one fsaverage5 hemisphere; used to tell the orientation of a
 #: single 2-D GIFTI array.
 FSAVERAGE5_HEMISPHERE_VERTICES = 10242
+
+#: numpy dtype kinds read as responses: booleans, integers, floats.
+REAL_KINDS = frozenset("biuf")
+#: Errors raised when compressed or binary data ends early.
+TRUNCATION_ERRORS = (EOFError, zlib.error, OSError)
 
 
 def response_format(path: str | Path) -> str | None:
@@ -67,25 +78,117 @@ def read_response_shape(
     -------
     (n_rows_in_file, n_voxels) : tuple of int
         Rows as stored in the file(s), before any trimming.
+
+    Raises
+    ------
+    BrainencInputError
+        A missing, unreadable or truncated file, a value type that is not real
+        numbers, an array that is not 2-D, or a mask that does not fit. GIFTI
+        files are read whole (the format has no separate header); compressed
+        NIfTI data is not decompressed, so a truncated ``.nii.gz`` is only
+        found by :func:`load_responses`.
+    """
+    shapes = read_response_shapes(paths, mask_path)
+    return shapes[0][0], sum(n_columns for _, n_columns in shapes)
+
+
+def read_response_shapes(
+    paths: tuple[Path, ...] | list[Path], mask_path: Path | None = None
+) -> list[tuple[int, int]]:
+    """Rows and columns of each response file (for GIFTI, each hemisphere).
+
+    Same reading and checks as :func:`read_response_shape`, one shape per file.
     """
     paths = tuple(Path(p) for p in paths)
     kind = _checked_format(paths, mask_path)
     if kind == "hdf5":
-        shape = _hdf5_shape(paths[0])
+        shapes = [_hdf5_shape(paths[0])]
     elif kind == "npy":
-        shape = _npy_shape(paths[0])
+        shapes = [_npy_shape(paths[0])]
     elif kind == "nifti":
         n_rows = _nifti_image(paths[0]).shape[3]
-        shape = (n_rows, int(_load_mask(mask_path, paths[0]).sum()))
+        shapes = [(n_rows, int(_load_mask(mask_path, paths[0]).sum()))]
     else:
-        blocks = _gifti_blocks(paths)
-        shape = (blocks[0].shape[0], sum(block.shape[1] for block in blocks))
-    return int(shape[0]), int(shape[1])
+        shapes = [block.shape for block in _gifti_blocks(paths)]
+    return [(int(rows), int(columns)) for rows, columns in shapes]
 
 
 def response_shape(run: Run) -> tuple[int, int]:
     """Rows and voxels of ``run``'s response file(s), before trimming; see :func:`read_response_shape`."""
     return read_response_shape(run.response_paths, run.mask_path)
+
+
+def check_run_responses(run: Run) -> tuple[int, int]:
+    """Check ``run``'s response files against the run without loading the data.
+
+    Header-level checks only, cheap enough to run on every run of a dataset
+    before any model is fitted: the checks of :func:`read_response_shape`, the
+    row count against the run's TR grid and trims, and the column count against
+    the declared response space (:func:`check_response_space`).
+
+    Parameters
+    ----------
+    run : Run
+
+    Returns
+    -------
+    (n_rows, n_voxels) : tuple of int
+        The shape :func:`load_responses` returns: ``n_rows == run.n_trs``.
+
+    Raises
+    ------
+    BrainencInputError
+        The first problem found, naming the file.
+    """
+    paths = tuple(Path(p) for p in run.response_paths)
+    shapes = read_response_shapes(paths, run.mask_path)
+    _check_row_count(run, paths[0], shapes[0][0])
+    n_voxels = sum(n_columns for _, n_columns in shapes)
+    check_response_space(run, n_voxels, [n_columns for _, n_columns in shapes])
+    return run.n_trs, n_voxels
+
+
+def check_response_space(run: Run, n_voxels: int,
+                         columns_per_file: list[int] | None = None) -> None:
+    """Raise when ``run.space`` declares a column count the responses do not have.
+
+    Parameters
+    ----------
+    run : Run
+    n_voxels : int
+        Columns of the run's response matrix.
+    columns_per_file : list of int or None
+        Columns of each response file; for a GIFTI pair each hemisphere must
+        hold 10 242 fsaverage5 vertices.
+
+    Raises
+    ------
+    BrainencInputError
+        ``run.space`` is ``fsaverage5`` but the columns are not 20 484 (10 242
+        per hemisphere); the error names ``run.space_source``, the file that
+        declared the space.
+    """
+    if run.space != "fsaverage5":
+        return
+    per_hemisphere = FSAVERAGE5_HEMISPHERE_VERTICES
+    expected = 2 * per_hemisphere
+    files = [Path(p).name for p in run.response_paths]
+    if columns_per_file is not None and len(columns_per_file) == 2:
+        if all(n == per_hemisphere for n in columns_per_file):
+            return
+        found = " and ".join(f"{name} has {n}" for name, n in zip(files, columns_per_file))
+        held = f"{found} columns"
+    elif n_voxels == expected:
+        return
+    else:
+        held = f"{' + '.join(files)} has {n_voxels} columns"
+    source = run.space_source if run.space_source is not None else Path(run.response_paths[0])
+    declares = ("its name declares" if source in tuple(Path(p) for p in run.response_paths)
+                else "declares")
+    raise BrainencInputError(
+        source, f"{declares} space fsaverage5 ({expected:,} vertices: {per_hemisphere:,} per "
+        f"hemisphere) but {held}".replace(",", " ")
+    )
 
 
 def load_responses(run: Run, dtype=np.float32) -> np.ndarray:
@@ -107,9 +210,17 @@ def load_responses(run: Run, dtype=np.float32) -> np.ndarray:
     Raises
     ------
     BrainencInputError
-        Missing or unreadable file, a row count that does not match the TR
-        grid, NaN or infinite values, or a mask that does not fit the volume.
-        Constant voxels are allowed.
+        Missing, unreadable or truncated file, values that are not real
+        numbers, a row count that does not match the TR grid, a column count
+        that contradicts ``run.space`` (:func:`check_response_space`), NaN or
+        infinite values, values beyond the range of ``dtype``, or a mask that
+        does not fit the volume.
+
+    Warns
+    -----
+    BrainencInputWarning
+        Every voxel of a file is constant over the analysed rows (a file of
+        zeros, say). Single constant voxels are allowed.
     """
     paths = tuple(Path(p) for p in run.response_paths)
     kind = _checked_format(paths, run.mask_path)
@@ -127,13 +238,18 @@ def load_responses(run: Run, dtype=np.float32) -> np.ndarray:
     start, stop = (0, n_rows) if run.response_is_trimmed else (
         run.trim_start, n_rows - run.trim_end)
 
+    check_response_space(run, sum(block.shape[1] for block in blocks),
+                         [block.shape[1] for block in blocks])
+
     kept = []
     first_column = 0
     for path, block in zip(paths, blocks):
-        # Values too large for ``dtype`` become inf and are reported just below.
+        raw = block[start:stop]
+        # Values too large for ``dtype`` become inf and are told apart just below.
         with np.errstate(over="ignore"):
-            values = np.asarray(block[start:stop], dtype=dtype)
-        _check_finite(values, path, first_column)
+            values = np.asarray(raw, dtype=dtype)
+        _check_finite(values, raw, path, first_column)
+        _warn_if_constant(values, path)
         kept.append(values)
         first_column += values.shape[1]
     data = kept[0] if len(kept) == 1 else np.concatenate(kept, axis=1)
@@ -189,18 +305,59 @@ def _check_row_count(run: Run, path: Path, n_rows: int) -> None:
         )
 
 
-def _check_finite(values: np.ndarray, path: Path, first_column: int) -> None:
+def _check_finite(values: np.ndarray, raw: np.ndarray, path: Path, first_column: int) -> None:
+    """NaN/inf in the file, and values that overflowed on the cast, as separate errors."""
     finite = np.isfinite(values)
     if finite.all():
         return
     bad = ~finite
-    n_bad = int(bad.sum())
-    column = int(np.flatnonzero(bad.any(axis=0))[0])
+    stored = np.asarray(raw)[bad]
+    stored_finite = np.isfinite(stored) if stored.dtype.kind in "fc" else np.ones(stored.shape, bool)
+    columns = np.nonzero(bad)[1]
+    if not stored_finite.all():
+        n_bad = int((~stored_finite).sum())
+        column = int(columns[~stored_finite].min())
+        raise BrainencInputError(
+            path,
+            f"{n_bad} NaN or infinite values among the analysed rows; the first is in voxel "
+            f"column {first_column + column}",
+        )
+    largest = float(np.max(np.abs(stored.astype(np.float64))))
     raise BrainencInputError(
         path,
-        f"{n_bad} NaN or infinite values among the analysed rows; the first is in voxel "
-        f"column {first_column + column}",
+        f"{stored.size} values outside the {values.dtype} range (max |x| = {largest:.3g}, "
+        f"limit {float(np.finfo(values.dtype).max):.3g}) among the analysed rows; the first is "
+        f"in voxel column {first_column + int(columns.min())}; rescale the responses",
     )
+
+
+def _warn_if_constant(values: np.ndarray, path: Path) -> None:
+    if values.shape[0] > 1 and np.all(values.max(axis=0) == values.min(axis=0)):
+        warnings.warn(
+            f"{path}: every voxel is constant over the {values.shape[0]} analysed rows "
+            f"(all values {values.flat[0]:g} in the first voxel); is this the right file?",
+            BrainencInputWarning, stacklevel=3,
+        )
+
+
+def _check_dtype(dtype: np.dtype, path: Path, what: str) -> None:
+    """Refuse value types that would be silently cast: complex, strings, objects."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in REAL_KINDS:
+        return
+    if dtype.kind == "c":
+        raise BrainencInputError(
+            path, f"{what} holds complex values (dtype {dtype}); expected real values "
+            "(take the magnitude or the real part before saving)"
+        )
+    raise BrainencInputError(
+        path, f"{what} has dtype {dtype} ({_KIND_NAMES.get(dtype.kind, 'not numbers')}); "
+        "expected a numeric array (TRs x voxels)"
+    )
+
+
+_KIND_NAMES = {"S": "byte strings", "U": "strings", "O": "Python objects",
+               "V": "structured records", "M": "dates", "m": "time deltas"}
 
 
 def _check_matrix_shape(shape: tuple[int, ...], path: Path, what: str) -> tuple[int, int]:
@@ -224,7 +381,8 @@ def _hdf5_shape(path: Path) -> tuple[int, ...]:
         with h5py.File(path, "r") as handle:
             return _check_matrix_shape(_hdf5_data(handle, path).shape, path, "'data'")
     except OSError as error:
-        raise BrainencInputError(path, f"cannot read the HDF5 file ({error})") from error
+        raise BrainencInputError(
+            path, f"cannot read the HDF5 file: truncated or corrupt ({error})") from error
 
 
 def _read_hdf5(path: Path) -> np.ndarray:
@@ -234,42 +392,79 @@ def _read_hdf5(path: Path) -> np.ndarray:
             _check_matrix_shape(dataset.shape, path, "'data'")
             return dataset[()]
     except OSError as error:
-        raise BrainencInputError(path, f"cannot read the HDF5 file ({error})") from error
+        raise BrainencInputError(
+            path, f"cannot read the HDF5 file: truncated or corrupt ({error})") from error
 
 
 def _hdf5_data(handle: h5py.File, path: Path) -> h5py.Dataset:
-    dataset = handle.get("data")
-    if not isinstance(dataset, h5py.Dataset):
+    """The ``data`` dataset, checked to hold real numbers."""
+    entry = handle.get("data")
+    if isinstance(entry, h5py.Group):
         raise BrainencInputError(
-            path, f"no dataset 'data' in the HDF5 file (it holds {sorted(handle.keys())})"
+            path, f"'data' is a group (holding {sorted(entry.keys())}), not a dataset; expected "
+            "a 2-D numeric dataset 'data' (TRs x voxels)"
         )
-    return dataset
+    if not isinstance(entry, h5py.Dataset):
+        raise BrainencInputError(
+            path, f"no dataset 'data' in the HDF5 file (it holds {sorted(handle.keys())}); "
+            "expected a 2-D numeric dataset 'data' (TRs x voxels)"
+        )
+    _check_dtype(entry.dtype, path, "dataset 'data'")
+    return entry
 
 
 def _npy_shape(path: Path) -> tuple[int, ...]:
-    return _check_matrix_shape(_open_npy(path, mmap_mode="r").shape, path, "the array")
+    shape, dtype, data_offset = _npy_header(path)
+    shape = _check_matrix_shape(shape, path, "the array")
+    expected = data_offset + int(np.prod(shape)) * dtype.itemsize
+    size = path.stat().st_size
+    if size < expected:
+        raise BrainencInputError(
+            path, f"truncated or corrupt: the header announces {shape} {dtype} values "
+            f"({expected} bytes with the header) but the file has {size} bytes"
+        )
+    return shape
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    return _as_matrix(_open_npy(path, mmap_mode=None), path, "the array")
-
-
-def _open_npy(path: Path, mmap_mode) -> np.ndarray:
+    _npy_header(path)
     try:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise BrainencInputError(path, f"cannot read the .npy file ({error})") from error
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise BrainencInputError(
+            path, f"cannot read the .npy file: truncated or corrupt ({error})") from error
+    return _as_matrix(array, path, "the array")
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype (checked to be real numbers) and data offset of a ``.npy`` file."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            offset = handle.tell()
+    except (OSError, ValueError, EOFError) as error:
+        raise BrainencInputError(
+            path, f"cannot read the .npy header: not a .npy file, truncated or corrupt ({error})"
+        ) from error
+    _check_dtype(dtype, path, "the array")
+    return tuple(shape), np.dtype(dtype), offset
 
 
 def _nifti_image(path: Path):
     try:
         image = nib.load(str(path))
     except Exception as error:  # nibabel raises several types for bad files
-        raise BrainencInputError(path, f"cannot read the NIfTI file ({error})") from error
+        raise BrainencInputError(
+            path, f"cannot read the NIfTI file: truncated or corrupt ({error})") from error
     if len(image.shape) != 4:
         raise BrainencInputError(
             path, f"a NIfTI response must be 4-D (x, y, z, TRs), got shape {image.shape}"
         )
+    _check_dtype(image.get_data_dtype(), path, "the volume")
     return image
 
 
@@ -279,7 +474,8 @@ def _load_mask(mask_path: Path, bold_path: Path) -> np.ndarray:
     try:
         mask_header = nib.load(str(mask_path))
     except Exception as error:
-        raise BrainencInputError(mask_path, f"cannot read the brain mask ({error})") from error
+        raise BrainencInputError(
+            mask_path, f"cannot read the brain mask: truncated or corrupt ({error})") from error
     bold_shape = _nifti_image(bold_path).shape[:3]
     mask_shape = tuple(mask_header.shape)
     # A trailing singleton axis (x, y, z, 1) is still a 3-D mask.
@@ -293,6 +489,9 @@ def _load_mask(mask_path: Path, bold_path: Path) -> np.ndarray:
         mask, _ = load_mask_img(str(mask_path))
     except (ValueError, TypeError) as error:
         raise BrainencInputError(mask_path, f"not a usable brain mask ({error})") from error
+    except TRUNCATION_ERRORS as error:
+        raise BrainencInputError(
+            mask_path, f"cannot read the brain mask: truncated or corrupt ({error})") from error
     return mask
 
 
@@ -309,6 +508,9 @@ def _read_nifti(path: Path, mask_path: Path) -> np.ndarray:
         raise BrainencInputError(
             mask_path, f"cannot mask {path.name} with this brain mask ({error})"
         ) from error
+    except TRUNCATION_ERRORS as error:
+        raise BrainencInputError(
+            path, f"cannot read the volume data: truncated or corrupt ({error})") from error
     return _as_matrix(np.asarray(data), path, "the masked volume")
 
 
@@ -327,13 +529,16 @@ def _read_gifti(path: Path) -> np.ndarray:
     """One hemisphere as a (TRs × vertices) matrix."""
     try:
         image = nib.load(str(path))
-    except Exception as error:
-        raise BrainencInputError(path, f"cannot read the GIFTI file ({error})") from error
+    except Exception as error:  # XML, base64 and zlib errors alike
+        raise BrainencInputError(
+            path, f"cannot read the GIFTI file: truncated or corrupt ({error})") from error
     if not isinstance(image, nib.gifti.GiftiImage):
         raise BrainencInputError(path, "not a GIFTI image")
     arrays = [np.asarray(darray.data) for darray in image.darrays]
     if not arrays:
         raise BrainencInputError(path, "the GIFTI file holds no data arrays")
+    for array in arrays:
+        _check_dtype(array.dtype, path, "the surface data")
     if len(arrays) == 1 and arrays[0].ndim == 2:
         matrix = arrays[0]
         # GIFTI time series are vertices × TRs; only a second axis of exactly one

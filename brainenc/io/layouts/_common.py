@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from brainenc.errors import BrainencInputError
+from brainenc.errors import BrainencInputError, BrainencInputWarning
 from brainenc.io.dataset import Run
 from brainenc.timing import TRGrid
 
@@ -15,6 +17,11 @@ SPACES = ("fsaverage5", "volume", "unknown")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 FRAMES_TAG = "_frames"
 MISSING_CELLS = frozenset({"", "n/a"})
+
+#: Plausible repetition times in seconds; values outside are refused.
+TR_RANGE_S = (0.1, 10.0)
+#: Seconds per unit a TR may be stored in.
+TR_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
 def scan_grid(tr: float, n_volumes: int, stimulus_onset: float) -> TRGrid:
@@ -51,6 +58,12 @@ def read_tsv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
 
     Blank lines are skipped; ``line`` is the 1-based line number in the file
     (the header is line 1). Cells are stripped of surrounding spaces.
+
+    Raises
+    ------
+    BrainencInputError
+        The file cannot be read, is empty, or a row has more or fewer cells
+        than the header (a short row would otherwise shift or drop values).
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -64,12 +77,12 @@ def read_tsv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
                 if header is None:
                     header = cells
                     continue
-                if len(cells) > len(header):
+                if len(cells) != len(header):
                     raise BrainencInputError(
                         path, f"line {reader.line_num}: {len(cells)} cells but the header "
-                        f"has {len(header)} columns"
+                        f"has {len(header)} columns {header}; every row needs one "
+                        "tab-separated cell per column (n/a for a missing value)"
                     )
-                cells += [""] * (len(header) - len(cells))
                 rows.append((reader.line_num, dict(zip(header, cells))))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise BrainencInputError(path, f"cannot read the table ({error})") from error
@@ -109,3 +122,76 @@ def stimulus_name(path: str | Path) -> str:
     if stem.endswith(FRAMES_TAG):
         stem = stem[: -len(FRAMES_TAG)]
     return stem
+
+
+def check_tr(value, path: Path, field: str, unit: str = "s") -> float:
+    """A repetition time in seconds, refused outside :data:`TR_RANGE_S`.
+
+    Parameters
+    ----------
+    value : number or str
+        The TR as stored in ``path``.
+    path : Path
+        The file the value was read from (named in errors).
+    field : str
+        Where in the file the value sits (``RepetitionTime``, ``'tr'``...).
+    unit : {"s", "ms", "us"}
+        Unit ``value`` is stored in.
+
+    Returns
+    -------
+    float
+        The TR in seconds.
+
+    Raises
+    ------
+    BrainencInputError
+        ``value`` is not a finite number or the TR is outside 0.1–10 s; a
+        value that reads as milliseconds where seconds are expected (or the
+        reverse) is named as such.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BrainencInputError(path, f"{field} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise BrainencInputError(path, f"{field} must be a finite number, got {value!r}")
+    seconds = number * TR_UNITS[unit]
+    low, high = TR_RANGE_S
+    if low <= seconds <= high:
+        return seconds
+    hint = ""
+    if unit == "s" and 100.0 <= number <= 10000.0:
+        hint = (f"; {number:g} looks like milliseconds: write the TR in seconds "
+                f"({number / 1000.0:g})")
+    elif unit == "ms" and low <= number <= high:
+        hint = (f"; {number:g} looks like seconds, but {field} is in milliseconds "
+                f"({number * 1000.0:g})")
+    raise BrainencInputError(
+        path, f"{field} = {value!r} gives a TR of {seconds:g} s, outside the plausible range "
+        f"{low:g}-{high:g} s{hint}"
+    )
+
+
+def check_onset(onset: float, path: Path, where: str) -> None:
+    """Warn when a stimulus onset is negative (the stimulus began before the scan)."""
+    if onset < 0:
+        warn_input(
+            f"{path}: {where}: stimulus onset {onset:g} s is negative, i.e. the stimulus "
+            "began before the first volume; the onset is seconds from the first volume to "
+            "the stimulus start (check its sign)"
+        )
+
+
+def warn_unknown_keys(content: dict, known, path: Path, where: str = "") -> None:
+    """Warn about keys of a JSON object that nothing reads (a typo would be ignored)."""
+    unknown = sorted(str(key) for key in content if key not in known)
+    if unknown:
+        place = f" {where}" if where else ""
+        warn_input(f"{path}: unknown key(s){place} {unknown} are ignored; known keys are "
+                   f"{sorted(known)}")
+
+
+def warn_input(message: str) -> None:
+    """Emit a :class:`~brainenc.errors.BrainencInputWarning` shown at the caller's caller."""
+    warnings.warn(message, BrainencInputWarning, stacklevel=3)

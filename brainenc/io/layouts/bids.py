@@ -26,14 +26,18 @@ from brainenc.io.dataset import Dataset, Run
 from brainenc.io.layouts._common import (
     KIND_MODALITY,
     MISSING_CELLS,
+    TR_UNITS,
+    check_tr,
     read_json_object,
     read_tsv,
     scan_grid,
     sorted_runs,
     stimulus_kind,
     stimulus_name,
+    warn_input,
+    warn_unknown_keys,
 )
-from brainenc.io.responses import read_response_shape
+from brainenc.io.responses import check_response_space, read_response_shapes
 
 FMRIPREP_FOLDER = Path("derivatives") / "fmriprep"
 
@@ -45,7 +49,9 @@ EXTENSIONS = (".func.gii", ".nii.gz", ".nii", ".json", ".tsv")
 SURFACE_SPACE = "fsaverage5"
 PREFERRED_VOLUME_SPACE = "MNI152NLin2009cAsym"
 PREFER_CHOICES = ("surface", "volume")
-TIME_UNIT_SECONDS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+CONFIG_KEYS = ("prefer", "trim_start", "trim_end")
+#: NIfTI ``xyzt_units`` time units, as :func:`~brainenc.io.layouts._common.check_tr` units.
+NIFTI_TIME_UNITS = {"sec": "s", "msec": "ms", "usec": "us"}
 
 
 @dataclass(frozen=True)
@@ -118,9 +124,14 @@ def read_bids(path: str | Path) -> Dataset:
     ``MNI152NLin2009cAsym`` volume first when several exist), else another
     surface pair (space ``unknown``); ``{"prefer": "volume"}`` in
     ``brainenc.json`` puts the volume first. The number of volumes comes from
-    the response file headers. A stimulus named by the events file but absent
-    from ``stimuli/`` leaves ``stimulus_path`` empty (features may be
-    precomputed).
+    the response file headers; a ``space-fsaverage5`` pair must hold 10 242
+    vertices per hemisphere. The stimulus path is the one the events file names
+    (``stimuli/<stim_file>``), kept even when the file is absent (features may
+    be precomputed). TRs outside 0.1–10 s are errors.
+
+    A run without an events file with ``onset`` and ``stim_file`` columns
+    takes onset 0 s; one :class:`~brainenc.errors.BrainencInputWarning` lists
+    those runs, as another lists negative onsets.
     """
     root = Path(path)
     fmriprep = root / FMRIPREP_FOLDER
@@ -128,6 +139,7 @@ def read_bids(path: str | Path) -> Dataset:
         raise BrainencInputError(root, f"not a BIDS layout: {FMRIPREP_FOLDER} not found")
     config_path = root / "brainenc.json"
     config = read_json_object(config_path) if config_path.is_file() else {}
+    warn_unknown_keys(config, CONFIG_KEYS, config_path)
     prefer = config.get("prefer", "surface")
     if prefer not in PREFER_CHOICES:
         raise BrainencInputError(
@@ -135,15 +147,17 @@ def read_bids(path: str | Path) -> Dataset:
         )
     trims = tuple(_config_trim(config, name, config_path) for name in ("trim_start", "trim_end"))
 
-    runs = [
+    made = [
         _make_run(key, files, root, prefer, trims)
         for key, files in sorted(_collect_run_files(fmriprep).items())
     ]
-    if not runs:
+    if not made:
         raise BrainencInputError(
             fmriprep, "no fMRIPrep BOLD outputs found (sub-*/[ses-*/]func/*_bold.func.gii "
             "or *_desc-preproc_bold.nii.gz)"
         )
+    _warn_onsets([stimulus for _, stimulus in made])
+    runs = [run for run, _ in made]
     return Dataset(
         root=root, layout="bids", runs=sorted_runs(runs), preset="default",
         feature_root=root / "features", meta={"fmriprep": fmriprep, "config": config},
@@ -178,31 +192,42 @@ def _collect_run_files(fmriprep: Path) -> dict[tuple, _RunFiles]:
             if name.extension == ".func.gii" and name.suffix in ("bold", None) \
                     and entities.get("hemi") in ("L", "R"):
                 files = runs.setdefault(key, _RunFiles(func_dir))
-                files.surfaces[variant][entities["hemi"]] = file
+                _add_once(files.surfaces[variant], entities["hemi"], file)
             elif is_volume and name.suffix == "bold" and entities.get("desc") == "preproc":
-                runs.setdefault(key, _RunFiles(func_dir)).volumes[variant] = file
+                _add_once(runs.setdefault(key, _RunFiles(func_dir)).volumes, variant, file)
             elif is_volume and name.suffix == "mask" and entities.get("desc") == "brain":
-                runs.setdefault(key, _RunFiles(func_dir)).masks[variant] = file
+                _add_once(runs.setdefault(key, _RunFiles(func_dir)).masks, variant, file)
             elif name.extension == ".json" and name.suffix == "bold":
                 runs.setdefault(key, _RunFiles(func_dir)).sidecars.append(file)
     # Keys holding only masks or sidecars are not runs.
     return {key: files for key, files in runs.items() if files.surfaces or files.volumes}
 
 
+def _add_once(files: dict, key, file: Path) -> None:
+    """``files[key] = file``, refusing a second file for the same run output."""
+    if key in files:
+        raise BrainencInputError(
+            file, f"is a second file for the same run output as {files[key].name} "
+            "(same entities, e.g. .nii beside .nii.gz); keep one"
+        )
+    files[key] = file
+
+
 def _make_run(key: tuple, files: _RunFiles, root: Path, prefer: str,
-              trims: tuple[int, int]) -> Run:
+              trims: tuple[int, int]) -> tuple[Run, "_Stimulus"]:
     entities = dict(key)
     paths, mask, space = _choose_response(files, prefer)
     tr = _repetition_time(key, files, paths, root)
     stimulus = _find_stimulus(key, root, paths[0])
-    n_volumes, _ = read_response_shape(paths, mask)
+    shapes = read_response_shapes(paths, mask)
+    n_volumes = shapes[0][0]
     trim_start, trim_end = trims
     if n_volumes - trim_start - trim_end <= 0:
         raise BrainencInputError(
             paths[0], f"has {n_volumes} volumes; none are left after trimming "
             f"{trim_start} + {trim_end} (brainenc.json)"
         )
-    return Run(
+    run = Run(
         subject=entities["sub"],
         name="_".join(f"{k}-{v}" for k, v in key if k != "sub"),
         modality=stimulus.modality,
@@ -215,7 +240,11 @@ def _make_run(key: tuple, files: _RunFiles, root: Path, prefer: str,
         mask_path=mask,
         space=space,
         response_is_trimmed=False,
+        space_source=paths[0] if space == SURFACE_SPACE else None,
     )
+    check_response_space(run, sum(columns for _, columns in shapes),
+                         [columns for _, columns in shapes])
+    return run, stimulus
 
 
 def _choose_response(files: _RunFiles, prefer: str) -> tuple[tuple[Path, ...], Path | None, str]:
@@ -280,7 +309,9 @@ def _repetition_time(key: tuple, files: _RunFiles, paths: tuple[Path, ...], root
         if sidecar.is_file():
             content = read_json_object(sidecar)
             if "RepetitionTime" in content:
-                return _positive_seconds(content["RepetitionTime"], sidecar, "RepetitionTime")
+                tr = check_tr(content["RepetitionTime"], sidecar, "RepetitionTime")
+                _warn_if_header_disagrees(tr, sidecar, paths)
+                return tr
 
     volumes = [p for p in paths if p.name.endswith((".nii", ".nii.gz"))] + sorted(
         files.volumes.values())
@@ -300,17 +331,32 @@ def _repetition_time(key: tuple, files: _RunFiles, paths: tuple[Path, ...], root
     )
 
 
-def _positive_seconds(value, path: Path, what: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise BrainencInputError(path, f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise BrainencInputError(path, f"{what} must be positive, got {value!r}")
-    return seconds
+def _warn_if_header_disagrees(tr: float, sidecar: Path, paths: tuple[Path, ...]) -> None:
+    """Warn when a NIfTI response's header states another TR than its sidecar."""
+    for path in paths:
+        if not path.name.endswith((".nii", ".nii.gz")):
+            continue
+        try:
+            header = nib.load(str(path)).header
+        except Exception:  # unreadable headers are reported when the shape is read
+            continue
+        zooms = header.get_zooms()
+        unit = NIFTI_TIME_UNITS.get(header.get_xyzt_units()[1])
+        if len(zooms) < 4 or not zooms[3] > 0 or unit is None:
+            continue
+        header_tr = float(zooms[3]) * TR_UNITS[unit]
+        if abs(header_tr - tr) > 0.01 * tr:
+            warn_input(
+                f"{sidecar}: RepetitionTime {tr:g} s but the NIfTI header of {path.name} gives "
+                f"{header_tr:g} s; the sidecar's value is used"
+            )
 
 
 def _nifti_tr(path: Path) -> float | None:
+    """The TR in the NIfTI header (``pixdim[4]`` in its time unit), or None when unset.
+
+    A header without a time unit is read as seconds, with a warning.
+    """
     try:
         header = nib.load(str(path)).header
     except Exception as error:
@@ -318,12 +364,27 @@ def _nifti_tr(path: Path) -> float | None:
     zooms = header.get_zooms()
     if len(zooms) < 4 or not zooms[3] > 0:
         return None
-    unit = header.get_xyzt_units()[1]
-    return float(zooms[3]) * TIME_UNIT_SECONDS.get(unit, 1.0)
+    unit_name = header.get_xyzt_units()[1]
+    unit = NIFTI_TIME_UNITS.get(unit_name)
+    if unit is None:
+        warn_input(
+            f"{path}: the NIfTI header gives pixdim[4] = {float(zooms[3]):g} without a time "
+            f"unit ({unit_name!r}); read as seconds. Add RepetitionTime (seconds) to the "
+            "sidecar JSON to state the TR"
+        )
+        unit = "s"
+    return check_tr(float(zooms[3]), path, f"pixdim[4] (time unit {unit_name!r})", unit)
 
 
 def gifti_time_step(path: Path) -> float | None:
-    """The ``TimeStep`` metadata of a GIFTI file in seconds (stored in ms), or None."""
+    """The ``TimeStep`` metadata of a GIFTI file in seconds (stored in ms), or None.
+
+    Raises
+    ------
+    BrainencInputError
+        The file cannot be read, or the TR is outside 0.1–10 s (a TimeStep
+        written in seconds is named as such).
+    """
     try:
         image = nib.load(str(path))
     except Exception as error:
@@ -331,9 +392,8 @@ def gifti_time_step(path: Path) -> float | None:
     metas = [image.meta] + [darray.meta for darray in getattr(image, "darrays", [])[:1]]
     for meta in metas:
         if meta is not None and "TimeStep" in meta:
-            return _positive_seconds(meta["TimeStep"], path, "TimeStep") / 1000.0
+            return check_tr(meta["TimeStep"], path, "TimeStep (milliseconds)", "ms")
     return None
-
 
 
 @dataclass(frozen=True)
@@ -342,55 +402,37 @@ class _Stimulus:
     path: Path | None
     onset: float
     modality: str
+    #: Why onset 0 s was assumed (the file and what it lacks); None when read.
+    onset_fallback: str | None = None
+    #: Where a negative onset was read (file and line); None otherwise.
+    negative_onset: str | None = None
 
 
 def _find_stimulus(key: tuple, root: Path, response: Path) -> _Stimulus:
-    entities = dict(key)
-    events = next((p for p in _raw_bids_files(key, root, "events.tsv") if p.is_file()), None)
-    stimuli = root / "stimuli"
+    looked_for = _raw_bids_files(key, root, "events.tsv")
+    events = next((p for p in looked_for if p.is_file()), None)
+    header, rows = read_tsv(events) if events is not None else ([], [])
+    chosen = _stimulus_row(events, header, rows) if events is not None else None
+    modality = _events_modality(events, header, rows, chosen) if events is not None else None
 
-    file_name, onset, modality = None, 0.0, None
-    if events is not None:
-        header, rows = read_tsv(events)
-        chosen = None
-        if "stim_file" in header:
-            chosen = next(((line, row) for line, row in rows
-                           if row["stim_file"] not in MISSING_CELLS), None)
-        if chosen is not None:
-            line, row = chosen
-            file_name = row["stim_file"]
-            if "onset" not in header:
-                raise BrainencInputError(events, "has a 'stim_file' column but no 'onset' column")
-            try:
-                onset = float(row["onset"])
-            except ValueError:
-                raise BrainencInputError(
-                    events, f"line {line}: onset {row['onset']!r} is not a number"
-                ) from None
-            if not math.isfinite(onset):
-                raise BrainencInputError(events, f"line {line}: onset must be finite")
-        if "modality" in header:
-            values = ([chosen[1]["modality"]] if chosen is not None else []) + [
-                row["modality"] for _, row in rows]
-            modality = next((v for v in values if v not in MISSING_CELLS), None)
-            if modality is not None:
-                modality = modality.lower()
-                if modality not in KIND_MODALITY.values():
-                    raise BrainencInputError(
-                        events, f"unknown modality {modality!r}; expected 'story' or 'movie'"
-                    )
-
-    if file_name is not None:
-        candidates = [stimuli / file_name, root / file_name]
-        path = next((p for p in candidates if p.is_file()), None)
-        kind = stimulus_kind(file_name)
-        name = stimulus_name(file_name)
-        source = events
+    fallback = negative = None
+    if chosen is not None:
+        line, row = chosen
+        file_name = row["stim_file"]
+        onset = _events_onset(events, header, line, row)
+        if onset < 0:
+            negative = f"{events} line {line}: onset {onset:g} s"
+        candidates = [root / "stimuli" / file_name, root / file_name]
+        # The expected path is kept when absent: features may be precomputed.
+        path = next((p for p in candidates if p.is_file()), candidates[0])
+        kind, name, source = stimulus_kind(file_name), stimulus_name(file_name), events
     else:
-        path = _stimulus_by_task(entities, stimuli, response)
-        kind = stimulus_kind(path)
-        name = stimulus_name(path)
-        source = path
+        onset = 0.0
+        fallback = (f"{looked_for[0]}: not found" if events is None else
+                    f"{events}: no 'stim_file' column" if "stim_file" not in header else
+                    f"{events}: no row with a 'stim_file' value")
+        path = _stimulus_by_task(dict(key), root / "stimuli", response)
+        kind, name, source = stimulus_kind(path), stimulus_name(path), path
     if modality is None:
         if kind is None:
             raise BrainencInputError(
@@ -398,7 +440,74 @@ def _find_stimulus(key: tuple, root: Path, response: Path) -> _Stimulus:
                 "add a 'modality' column (story or movie) to the events file"
             )
         modality = KIND_MODALITY[kind]
-    return _Stimulus(name=name, path=path, onset=onset, modality=modality)
+    return _Stimulus(name=name, path=path, onset=onset, modality=modality,
+                     onset_fallback=fallback, negative_onset=negative)
+
+
+def _stimulus_row(events: Path, header: list[str], rows: list) -> tuple[int, dict] | None:
+    """The events row naming the run's stimulus; several different stimuli are an error."""
+    if "stim_file" not in header:
+        return None
+    named = [(line, row) for line, row in rows if row["stim_file"] not in MISSING_CELLS]
+    distinct = list(dict.fromkeys(row["stim_file"] for _, row in named))
+    if len(distinct) > 1:
+        raise BrainencInputError(
+            events, f"'stim_file' names {len(distinct)} different stimuli {distinct} (lines "
+            f"{[line for line, _ in named]}); a run has one stimulus: split the run or keep "
+            "one stim_file value"
+        )
+    return named[0] if named else None
+
+
+def _events_onset(events: Path, header: list[str], line: int, row: dict) -> float:
+    if "onset" not in header:
+        raise BrainencInputError(events, "has a 'stim_file' column but no 'onset' column")
+    try:
+        onset = float(row["onset"])
+    except ValueError:
+        raise BrainencInputError(
+            events, f"line {line}: onset {row['onset']!r} is not a number (seconds after the "
+            "first volume)"
+        ) from None
+    if not math.isfinite(onset):
+        raise BrainencInputError(events, f"line {line}: onset must be finite")
+    return onset
+
+
+def _events_modality(events: Path, header: list[str], rows: list, chosen) -> str | None:
+    if "modality" not in header:
+        return None
+    values = ([chosen[1]["modality"]] if chosen is not None else []) + [
+        row["modality"] for _, row in rows]
+    modality = next((v for v in values if v not in MISSING_CELLS), None)
+    if modality is None:
+        return None
+    modality = modality.lower()
+    if modality not in KIND_MODALITY.values():
+        raise BrainencInputError(
+            events, f"unknown modality {modality!r}; expected 'story' or 'movie'"
+        )
+    return modality
+
+
+def _warn_onsets(stimuli: list[_Stimulus]) -> None:
+    """One warning for the runs whose onset was assumed, one for negative onsets."""
+    assumed = [s.onset_fallback for s in stimuli if s.onset_fallback is not None]
+    if assumed:
+        warn_input(
+            f"stimulus onset 0 s assumed for {len(assumed)} run(s), i.e. the stimulus is taken "
+            "to start with the first volume; if it did not, every TR is misaligned:\n  "
+            + "\n  ".join(assumed)
+            + "\nFix: give each run an events.tsv with 'onset' (seconds after the first "
+            "volume) and 'stim_file' columns."
+        )
+    negative = [s.negative_onset for s in stimuli if s.negative_onset is not None]
+    if negative:
+        warn_input(
+            f"negative stimulus onset for {len(negative)} run(s), i.e. the stimulus began "
+            "before the first volume (check the sign: onset is seconds from the first "
+            "volume to the stimulus start):\n  " + "\n  ".join(negative)
+        )
 
 
 def _stimulus_by_task(entities: dict, stimuli: Path, response: Path) -> Path:

@@ -14,21 +14,27 @@ from pathlib import Path
 from brainenc.errors import BrainencInputError
 from brainenc.io.dataset import MODALITIES, Dataset, Run
 from brainenc.io.layouts._common import (
+    KIND_MODALITY,
     MISSING_CELLS,
     SPACES,
+    check_tr,
     read_tsv,
     scan_grid,
     sorted_runs,
+    stimulus_kind,
+    warn_input,
 )
 from brainenc.io.responses import (
     FSAVERAGE5_HEMISPHERE_VERTICES,
-    read_response_shape,
+    check_response_space,
+    read_response_shapes,
     response_format,
 )
 
 MANIFEST_NAME = "brainenc_manifest.tsv"
 REQUIRED_COLUMNS = ("subject", "run", "modality", "response", "stimulus", "tr")
 OPTIONAL_COLUMNS = ("stimulus_file", "trim_start", "trim_end", "stimulus_onset", "mask", "space")
+KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 GIFTI_SEPARATOR = ";"
 
 
@@ -63,8 +69,15 @@ def read_manifest(path: str | Path) -> Dataset:
     -----
     When ``space`` is empty it follows the file type: ``volume`` for NIfTI,
     ``fsaverage5`` for a GIFTI pair with 2 × 10 242 vertices, else ``unknown``.
-    A ``stimulus_file`` that does not exist is an error, as is a missing
-    response or mask file; each error names the manifest and the line.
+    A ``stimulus_file`` that does not exist is an error, as are a missing
+    response or mask file, a ``tr`` outside 0.1–10 s, a row with more or fewer
+    cells than the header, a duplicate run, a ``stimulus_file`` of the other
+    modality and a ``space`` of ``fsaverage5`` whose response does not hold
+    2 × 10 242 columns; each error names the manifest and the line.
+
+    Warns (:class:`~brainenc.errors.BrainencInputWarning`) about columns that
+    are not read, rows with no ``stimulus_onset`` (0 s is assumed: write 0
+    where the stimulus began with the first volume) and negative onsets.
     """
     manifest = manifest_path(path)
     if manifest is None:
@@ -79,6 +92,10 @@ def read_manifest(path: str | Path) -> Dataset:
         )
     if not rows:
         raise BrainencInputError(manifest, "the manifest lists no runs")
+    unknown = [column for column in header if column not in KNOWN_COLUMNS]
+    if unknown:
+        warn_input(f"{manifest}: column(s) {unknown} are not read; known columns are "
+                   f"{list(KNOWN_COLUMNS)}")
     base = manifest.parent
     runs = []
     seen: dict[tuple[str, str], int] = {}
@@ -92,6 +109,7 @@ def read_manifest(path: str | Path) -> Dataset:
             )
         seen[key] = line
         runs.append(run)
+    _warn_onsets(manifest, rows)
     return Dataset(
         root=base, layout="manifest", runs=sorted_runs(runs), preset="default",
         feature_root=base / "features", meta={"manifest": manifest},
@@ -138,20 +156,26 @@ def _row_to_run(row: dict[str, str], line: int, manifest: Path, base: Path) -> R
     stimulus_path = base / cell("stimulus_file") if cell("stimulus_file") else None
     if stimulus_path is not None and not stimulus_path.is_file():
         fail(f"stimulus file not found: {stimulus_path}")
+    implied = KIND_MODALITY.get(stimulus_kind(stimulus_path)) if stimulus_path else None
+    if implied not in (None, modality):
+        fail(f"modality is {modality!r} but stimulus_file {cell('stimulus_file')!r} is a "
+             f"{implied} stimulus")
 
-    tr = _number(cell("tr"), "tr", fail)
-    if tr <= 0:
-        fail(f"'tr' must be positive, got {tr}")
+    try:
+        tr = check_tr(cell("tr"), manifest, "'tr'")
+    except BrainencInputError as error:
+        fail(error.problem)
     onset = _number(cell("stimulus_onset") or "0", "stimulus_onset", fail)
     trim_start = _count(cell("trim_start") or "0", "trim_start", fail)
     trim_end = _count(cell("trim_end") or "0", "trim_end", fail)
 
     try:
-        n_volumes, n_columns = read_response_shape(responses, mask)
+        shapes = read_response_shapes(responses, mask)
     except BrainencInputError as error:
         raise BrainencInputError(
             error.path, f"{error.problem} (run on line {line} of {manifest.name})"
         ) from error
+    n_volumes, n_columns = shapes[0][0], sum(columns for _, columns in shapes)
     if n_volumes - trim_start - trim_end <= 0:
         fail(f"the response has {n_volumes} volumes; none are left after trimming "
              f"{trim_start} + {trim_end}")
@@ -167,7 +191,7 @@ def _row_to_run(row: dict[str, str], line: int, manifest: Path, base: Path) -> R
     else:
         space = "unknown"
 
-    return Run(
+    run = Run(
         subject=cell("subject"),
         name=cell("run"),
         modality=modality,
@@ -180,7 +204,39 @@ def _row_to_run(row: dict[str, str], line: int, manifest: Path, base: Path) -> R
         mask_path=mask,
         space=space,
         response_is_trimmed=False,
+        space_source=manifest if cell("space") else None,
     )
+    try:
+        check_response_space(run, n_columns, [columns for _, columns in shapes])
+    except BrainencInputError as error:
+        fail(error.problem)
+    return run
+
+
+def _warn_onsets(manifest: Path, rows: list[tuple[int, dict[str, str]]]) -> None:
+    """One warning for rows without an onset, one for negative onsets (rows already checked)."""
+    missing, negative = [], []
+    for line, row in rows:
+        text = row.get("stimulus_onset", "")
+        if text.lower() in MISSING_CELLS:
+            missing.append(line)
+        elif float(text) < 0:
+            negative.append(f"line {line}: {float(text):g} s")
+    if missing:
+        where = ("the manifest has no 'stimulus_onset' column" if rows and
+                 "stimulus_onset" not in rows[0][1] else f"lines {missing} have no value")
+        warn_input(
+            f"{manifest}: stimulus onset 0 s assumed for {len(missing)} run(s) ({where}), i.e. "
+            "each stimulus is taken to start with the first volume; if it did not, every TR "
+            "is misaligned. Fix: fill 'stimulus_onset' (seconds after the first volume; 0 "
+            "when the stimulus began with it)"
+        )
+    if negative:
+        warn_input(
+            f"{manifest}: negative stimulus_onset ({'; '.join(negative)}), i.e. the stimulus "
+            "began before the first volume; check the sign (seconds from the first volume "
+            "to the stimulus start)"
+        )
 
 
 def _number(text: str, column: str, fail) -> float:
