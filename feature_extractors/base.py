@@ -21,6 +21,16 @@ import numpy as np
 
 from brainenc.errors import BrainencInputError
 
+#: Identity entries that only one modality's vectors depend on: the word
+#: windows and the tokenizer for stories, the frame pooling and the image
+#: processor for movies. :meth:`FeatureExtractor.modality_identity` leaves the
+#: other modality's entries out, so changing a story setting keeps the cached
+#: movie features and the other way round.
+MODALITY_ENTRIES: dict[str, tuple[str, ...]] = {
+    "story": ("context_words", "token_pooling", "max_tokens", "tokenizer_hash"),
+    "movie": ("frame_pooling", "processor_class", "processor_hash"),
+}
+
 
 class FeatureExtractor(abc.ABC):
     """Base class of all extractors.
@@ -47,6 +57,26 @@ class FeatureExtractor(abc.ABC):
         configuration and weights' origin, and every setting (context length,
         token and patch pooling, input mode...). JSON-serialisable. Part of the
         cache key: two extractors with equal identities give equal features."""
+
+    def modality_entries(self, modality: str) -> tuple[str, ...]:
+        """Identity entries that only the vectors of ``modality`` depend on.
+
+        :data:`MODALITY_ENTRIES` by default; an extractor whose vectors of one
+        modality also depend on the other modality's inputs (BridgeTower's
+        neutral mode) narrows it.
+        """
+        return MODALITY_ENTRIES.get(modality, ())
+
+    def modality_identity(self, modality: str) -> dict:
+        """The part of :meth:`identity` the vectors of ``modality`` depend on.
+
+        :meth:`identity` without the entries that only the *other* modality
+        depends on (:meth:`modality_entries`). This is what the cache key of a
+        stimulus of ``modality`` covers.
+        """
+        dropped = {key for other in MODALITY_ENTRIES if other != modality
+                   for key in self.modality_entries(other)}
+        return {key: value for key, value in self.identity().items() if key not in dropped}
 
     def embed_words(self, words: Sequence[str], layers: Sequence[str]) -> dict[str, np.ndarray]:
         """One vector per word, each computed from the word and its preceding context.

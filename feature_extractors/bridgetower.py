@@ -99,6 +99,8 @@ class BridgeTowerExtractor(TextVisionExtractor):
         model), the tokenizer's ``model_max_length`` and the pretraining
         caption length (the configuration's ``max_text_len`` when it stores
         one, else :data:`BRIDGETOWER_PRETRAINING_TEXT_TOKENS` = 50).
+    revision : str, optional
+        Hub revision (branch, tag or commit) of a hub id; an error for a local folder.
 
     Raises
     ------
@@ -125,6 +127,7 @@ class BridgeTowerExtractor(TextVisionExtractor):
         dtype: str = "float32",
         batch_size: int = 16,
         max_tokens: int | None = None,
+        revision: str | None = None,
     ):
         from transformers import BridgeTowerModel
 
@@ -132,7 +135,7 @@ class BridgeTowerExtractor(TextVisionExtractor):
             raise BrainencInputError(None, f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
         self.input_mode = input_mode
         super().__init__(model, BridgeTowerModel, context_words, token_pooling, frame_pooling, device, dtype,
-                         batch_size, max_tokens)
+                         batch_size, max_tokens, revision)
 
         config = self.config
         pad_id = self.tokenizer.pad_token_id
@@ -172,6 +175,16 @@ class BridgeTowerExtractor(TextVisionExtractor):
             "neutral_inputs": ({"image_grey": NEUTRAL_GREY, "text": ""}
                                if self.input_mode == "neutral" else None),
         }
+
+    def modality_entries(self, modality: str) -> tuple[str, ...]:
+        """In neutral mode a word's vector also depends on the image processor (the grey
+        image) and a frame's on the tokenizer (the empty text): only the window and
+        pooling settings then belong to one modality."""
+        entries = super().modality_entries(modality)
+        if self.input_mode == "neutral":
+            shared = ("tokenizer_hash", "processor_class", "processor_hash")
+            entries = tuple(key for key in entries if key not in shared)
+        return entries
 
     # -- forward passes ---------------------------------------------------- #
     def _layer_hint(self, layers: Sequence[str]) -> str:

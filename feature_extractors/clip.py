@@ -72,6 +72,8 @@ class CLIPExtractor(TextVisionExtractor):
         Token limit of a window, special tokens included. Default: the smaller
         of the text position table (77 for the released models) and the
         tokenizer's ``model_max_length``.
+    revision : str, optional
+        Hub revision (branch, tag or commit) of a hub id; an error for a local folder.
 
     Raises
     ------
@@ -90,11 +92,12 @@ class CLIPExtractor(TextVisionExtractor):
         dtype: str = "float32",
         batch_size: int = 16,
         max_tokens: int | None = None,
+        revision: str | None = None,
     ):
         from transformers import CLIPModel
 
         super().__init__(model, CLIPModel, context_words, token_pooling, frame_pooling, device, dtype,
-                         batch_size, max_tokens)
+                         batch_size, max_tokens, revision)
         self.projections = bool(projections)  # only adds layers: not part of identity()
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:

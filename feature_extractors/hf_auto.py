@@ -23,6 +23,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from feature_extractors.text import (
     window_token_limit,
     word_windows,
 )
+from feature_extractors.weights import weights_fingerprint
 from feature_extractors.vision import (
     check_frame_pooling,
     check_frames,
@@ -99,8 +101,8 @@ def config_hash(config) -> str:
     return identity_hash(values)
 
 
-def load_fast_tokenizer(model_id: str):
-    """The model's tokenizer, which must be a fast one.
+def load_fast_tokenizer(model_id: str, revision: str | None = None):
+    """The model's tokenizer (at hub ``revision`` when given), which must be a fast one.
 
     Raises
     ------
@@ -110,12 +112,17 @@ def load_fast_tokenizer(model_id: str):
     """
     from transformers import AutoTokenizer
 
-    tokenizer = load_pretrained(model_id, AutoTokenizer)
+    tokenizer = load_pretrained(model_id, AutoTokenizer, **revision_option(revision))
     if not getattr(tokenizer, "is_fast", False):
         raise BrainencInputError(
             None, f"the tokenizer of {model_id!r} ({type(tokenizer).__name__}) is not a fast "
                   "tokenizer; word windows need the character offsets only fast (Rust) tokenizers give")
     return tokenizer
+
+
+def revision_option(revision: str | None) -> dict:
+    """``{"revision": revision}`` for ``from_pretrained``, or nothing when no revision is asked for."""
+    return {} if revision is None else {"revision": revision}
 
 
 def window_identity(tokenizer, context_words: int, token_pooling: str, max_tokens: int | None) -> dict:
@@ -143,17 +150,28 @@ class PretrainedExtractor(FeatureExtractor):
         Precision of the forward passes; half precisions need a GPU.
     batch_size : int
         Inputs per forward pass.
+    revision : str, optional
+        Hub revision (branch, tag or commit hash) of a hub id; every file of
+        the model is loaded at it. Recorded in the identity with the commit
+        the files came from.
 
     Raises
     ------
     BrainencInputError
-        A bad batch size, device or dtype.
+        A bad batch size, device or dtype, or a revision for a local folder
+        (a folder has no revisions).
     """
 
-    def __init__(self, model: str | os.PathLike, device: str, dtype: str, batch_size: int):
+    def __init__(self, model: str | os.PathLike, device: str, dtype: str, batch_size: int,
+                 revision: str | None = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise BrainencInputError(None, f"batch_size must be a positive integer, got {batch_size!r}")
         self.model_id = os.fspath(model)
+        if revision is not None and Path(self.model_id).expanduser().is_dir():
+            raise BrainencInputError(self.model_id, f"revision {revision!r} was given for a local model "
+                                                    "folder; revisions apply to hub ids only")
+        self.revision = revision
+        self._weights: dict | None = None
         self.device = resolve_device(device)
         self.dtype = dtype
         self.torch_dtype = resolve_dtype(dtype, self.device)
@@ -165,15 +183,23 @@ class PretrainedExtractor(FeatureExtractor):
 
     def _load_model(self, loader):
         """``loader.from_pretrained`` of the model, in evaluation mode on the chosen device and dtype."""
-        return load_pretrained(self.model_id, loader).to(device=self.device, dtype=self.torch_dtype).eval()
+        return self._load(loader).to(device=self.device, dtype=self.torch_dtype).eval()
+
+    def _load(self, loader):
+        """``loader.from_pretrained`` of this model at its revision, offline-safe."""
+        return load_pretrained(self.model_id, loader, **revision_option(self.revision))
 
     def _model_identity(self, model_class: str, config) -> dict:
         # device and batch size change nothing beyond rounding: left out so that caches travel
+        if self._weights is None:
+            self._weights = weights_fingerprint(self.model_id, config, self.revision)
         return {
             "extractor": type(self).__name__,
             "model": self.model_id,
             "model_class": model_class,
             "config_hash": config_hash(config),
+            "revision": self.revision,
+            **self._weights,
             "dtype": self.dtype,
         }
 
@@ -200,18 +226,19 @@ class TextVisionExtractor(PretrainedExtractor):
     modalities = ("story", "movie")
 
     def __init__(self, model: str | os.PathLike, model_class, context_words: int, token_pooling: str,
-                 frame_pooling: str, device: str, dtype: str, batch_size: int, max_tokens: int | None):
+                 frame_pooling: str, device: str, dtype: str, batch_size: int, max_tokens: int | None,
+                 revision: str | None = None):
         from transformers import AutoImageProcessor
 
         check_window_settings(context_words, token_pooling, max_tokens)
         check_frame_pooling(frame_pooling)
-        super().__init__(model, device, dtype, batch_size)
+        super().__init__(model, device, dtype, batch_size, revision)
         self.context_words = context_words
         self.token_pooling = token_pooling
         self.frame_pooling = frame_pooling
-        self.tokenizer = load_fast_tokenizer(self.model_id)
+        self.tokenizer = load_fast_tokenizer(self.model_id, self.revision)
         # without torchvision, transformers picks the PIL implementation; its class is in identity()
-        self.image_processor = load_pretrained(self.model_id, AutoImageProcessor)
+        self.image_processor = self._load(AutoImageProcessor)
         self.model = self._load_model(model_class)
         self.config = self.model.config
         self.image_size = int(self.config.vision_config.image_size)
@@ -283,11 +310,12 @@ class _HuggingFaceExtractor(PretrainedExtractor):
     #: The one modality this extractor embeds.
     modality: str = ""
 
-    def __init__(self, model: str | os.PathLike, device: str, dtype: str, batch_size: int):
+    def __init__(self, model: str | os.PathLike, device: str, dtype: str, batch_size: int,
+                 revision: str | None = None):
         from transformers import AutoConfig
 
-        super().__init__(model, device, dtype, batch_size)
-        self.config = load_pretrained(self.model_id, AutoConfig)
+        super().__init__(model, device, dtype, batch_size, revision)
+        self.config = self._load(AutoConfig)
         n_layers = getattr(self.config, "num_hidden_layers", None)
         self._n_layers: int | None = n_layers if isinstance(n_layers, int) else None
         self._model = None
@@ -325,8 +353,7 @@ class _HuggingFaceExtractor(PretrainedExtractor):
         return [f"layer.{k}" for k in range(self.n_layers() + 1)]
 
     def _base_identity(self) -> dict:
-        return {**self._model_identity(self.model_class(), self.config),
-                "revision": getattr(self.config, "_commit_hash", None)}
+        return self._model_identity(self.model_class(), self.config)
 
     def _check_layers(self, layers: Sequence[str]) -> list[str]:
         available = self.layers(self.modality)
@@ -415,6 +442,8 @@ class LanguageModelExtractor(_HuggingFaceExtractor):
         tokenizer's ``model_max_length`` (when set) and the model's position
         limit (``max_position_embeddings``, less the position offset of
         RoBERTa-style models: 514 → 512).
+    revision : str, optional
+        Hub revision (branch, tag or commit) of a hub id; an error for a local folder.
 
     Raises
     ------
@@ -435,12 +464,13 @@ class LanguageModelExtractor(_HuggingFaceExtractor):
         dtype: str = "float32",
         batch_size: int = 32,
         max_tokens: int | None = None,
+        revision: str | None = None,
     ):
         check_window_settings(context_words, token_pooling, max_tokens)
-        super().__init__(model, device, dtype, batch_size)
+        super().__init__(model, device, dtype, batch_size, revision)
         self.context_words = context_words
         self.token_pooling = token_pooling
-        self.tokenizer = load_fast_tokenizer(self.model_id)
+        self.tokenizer = load_fast_tokenizer(self.model_id, self.revision)
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self.tokenizer.eos_token_id  # GPT-2 style: padding is masked, any id will do
@@ -519,6 +549,8 @@ class VisionModelExtractor(_HuggingFaceExtractor):
         Precision of the forward pass; half precisions need a GPU.
     batch_size : int
         Frames per forward pass.
+    revision : str, optional
+        Hub revision (branch, tag or commit) of a hub id; an error for a local folder.
     """
 
     modality = "movie"
@@ -531,17 +563,18 @@ class VisionModelExtractor(_HuggingFaceExtractor):
         device: str = "auto",
         dtype: str = "float32",
         batch_size: int = 16,
+        revision: str | None = None,
     ):
         from transformers import AutoImageProcessor
 
         check_frame_pooling(frame_pooling)
-        super().__init__(model, device, dtype, batch_size)
+        super().__init__(model, device, dtype, batch_size, revision)
         self.frame_pooling = frame_pooling
         # layer counts of vision configurations are not uniform (blocks, stages, depths...):
         # count the hidden states of a forward pass instead
         self._n_layers = None
         # without torchvision, transformers picks the PIL implementation of the processor
-        self.processor = load_pretrained(self.model_id, AutoImageProcessor)
+        self.processor = self._load(AutoImageProcessor)
 
     def identity(self) -> dict:
         return {

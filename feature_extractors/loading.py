@@ -168,8 +168,8 @@ def load_pretrained(model_id: str, loader, **kwargs):
 # --------------------------------------------------------------------------- #
 # Model type and extractor choice
 # --------------------------------------------------------------------------- #
-def load_config(model_id: str):
-    """The model's ``transformers`` configuration, through :func:`load_pretrained`.
+def load_config(model_id: str, revision: str | None = None):
+    """The model's ``transformers`` configuration (at hub ``revision``), through :func:`load_pretrained`.
 
     Raises
     ------
@@ -180,7 +180,7 @@ def load_config(model_id: str):
     from transformers import AutoConfig
 
     try:
-        return load_pretrained(model_id, AutoConfig)
+        return load_pretrained(model_id, AutoConfig, **({} if revision is None else {"revision": revision}))
     except (OSError, ValueError) as error:
         if isinstance(error, BrainencInputError):
             raise
@@ -224,15 +224,18 @@ def is_vision_config(config) -> bool:
             and not hasattr(config, "vocab_size") and not has_text)
 
 
-def _extractor_class(model: str) -> type[FeatureExtractor]:
+def _extractor_class(model: str, revision: str | None = None) -> type[FeatureExtractor]:
     """The extractor class for ``model`` (imported only when chosen)."""
     name = str(model).lower()
     if name.endswith(WORD_EMBEDDING_SUFFIXES):
         if not Path(model).expanduser().is_file():
             raise BrainencInputError(model, "word-embedding file not found")
+        if revision is not None:
+            raise BrainencInputError(model, f"revision {revision!r} was given for a word-embedding file; "
+                                            "revisions apply to hub models only")
         from feature_extractors.lookup import WordEmbeddingExtractor
         return WordEmbeddingExtractor
-    config = load_config(model)
+    config = load_config(model, revision)
     if config.model_type == "bridgetower":
         from feature_extractors.bridgetower import BridgeTowerExtractor
         return BridgeTowerExtractor
@@ -254,7 +257,7 @@ def _accepted_options(cls) -> tuple[list[str], bool]:
     return names, any(p.kind == p.VAR_KEYWORD for p in parameters)
 
 
-def load_extractor(model: str, **options) -> FeatureExtractor:
+def load_extractor(model: str, *, revision: str | None = None, **options) -> FeatureExtractor:
     """The feature extractor for a model, chosen from its files.
 
     Parameters
@@ -268,6 +271,12 @@ def load_extractor(model: str, **options) -> FeatureExtractor:
         (:func:`is_vision_config`) →
         :class:`feature_extractors.hf_auto.VisionModelExtractor`, anything
         else → :class:`feature_extractors.hf_auto.LanguageModelExtractor`.
+    revision : str, optional
+        Hub revision (branch, tag or commit hash) of a hub id: the
+        configuration, weights, tokenizer and image processor are all loaded
+        at it, and the extractor's identity (so each feature file) records it
+        with the commit the files came from. An error for a local folder or a
+        word-embedding file.
     **options
         Constructor options of the chosen extractor (``device``,
         ``context_words``...). An option set to ``None`` counts as not given,
@@ -283,8 +292,8 @@ def load_extractor(model: str, **options) -> FeatureExtractor:
         The model cannot be found or read, or an option is not one the chosen
         extractor takes (the message lists the ones it does).
     """
-    cls = _extractor_class(model)
-    given = {key: value for key, value in options.items() if value is not None}
+    cls = _extractor_class(model, revision)
+    given = {key: value for key, value in {**options, "revision": revision}.items() if value is not None}
     accepted, takes_any = _accepted_options(cls)
     unknown = sorted(set(given) - set(accepted))
     if unknown and not takes_any:

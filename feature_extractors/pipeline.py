@@ -15,20 +15,35 @@ Feature-space names
     e.g. extract a language model on stories and a vision model on movies into
     one space ``unimodal_{label}``.
 
+Checks before any computation
+    Every transcript is read (:func:`brainenc.io.textgrid.read_word_transcript`:
+    truncated files, ambiguous word tiers and invisible words) and checked to
+    cover the scan of its runs (:func:`check_transcript_coverage`); every movie
+    is opened (a video's container, a frame table and the existence of each
+    image). A bad input therefore fails the run before the model runs.
+
 Cache
-    Each file stores a ``cache_key``: a hash of the extractor's identity (model,
-    configuration, settings), the layer, the stimulus content (bytes of the
-    transcript, video, or frame table and its images) and the timing settings.
-    A file whose key matches is not recomputed; writes are atomic, so an
-    interrupted run leaves complete files only and resumes where it stopped.
-    ``force=True`` recomputes everything.
+    Each file stores a ``cache_key``: a hash of the part of the extractor's
+    identity the stimulus' modality depends on
+    (:meth:`~feature_extractors.base.FeatureExtractor.modality_identity`: model,
+    configuration, weights, revision and that modality's settings), the layer,
+    the stimulus content (bytes of the transcript, video, or frame table and
+    its images) and the timing settings. A file whose key matches is not
+    recomputed; ``force=True`` recomputes everything.
+
+All or nothing
+    New files are staged and moved into place only once every stimulus
+    succeeded, under an exclusive lock of the feature root
+    (:mod:`feature_extractors.transaction`): a failed or interrupted run leaves
+    the store as it was, and a second extraction into the same root waits and
+    then finds the first one's files cached.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -36,30 +51,68 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from brainenc.errors import BrainencInputError
-from brainenc.io.dataset import Dataset
+from brainenc.io.dataset import Dataset, Run
 from brainenc.io.features import FEATURE_SUFFIX, write_stimulus_features
-from brainenc.io.textgrid import read_word_events
+from brainenc.io.textgrid import read_word_transcript
 from feature_extractors.base import FeatureExtractor, identity_hash, layer_label, select_layers
+from feature_extractors.text import UntokenisableWordError
+from feature_extractors.transaction import extraction_transaction
 
 MODALITY_CHOICES = ("story", "movie", "both")
+
+#: Default of ``min_transcript_coverage``: see :func:`check_transcript_coverage`.
+MIN_TRANSCRIPT_COVERAGE = 0.8
+#: Seconds of scan after the last word that are always accepted (silence after
+#: a story, a lead-out), however short the run.
+TRANSCRIPT_TAIL_ALLOWANCE_S = 30.0
+
+
+@dataclass(frozen=True)
+class ScanSpan:
+    """How far the analysed volumes of a stimulus' runs reach on the stimulus clock.
+
+    Attributes
+    ----------
+    subject, run : str
+        The run whose analysed volumes reach furthest.
+    end : float
+        Seconds: the last analysed volume's time plus half a TR (volumes are
+        timed at their centres).
+    """
+
+    subject: str
+    run: str
+    end: float
 
 
 @dataclass(frozen=True)
 class StimulusSource:
-    """One stimulus to embed: its name, modality and file."""
+    """One stimulus to embed: its name, modality and file, and how far its runs' scans reach."""
 
     stimulus: str
     modality: str
     path: Path
+    scan: ScanSpan | None = None
 
 
 @dataclass
 class ExtractionReport:
-    """What :func:`extract_dataset` did."""
+    """What :func:`extract_dataset` did.
+
+    Attributes
+    ----------
+    written, cached : list of Path
+        Feature files computed by this run, and files found in the cache.
+    spaces : list of str
+        Feature-space names, in layer order.
+    removed_staging : list of Path
+        Staging folders left by killed runs, removed at the start.
+    """
 
     written: list[Path] = field(default_factory=list)
     cached: list[Path] = field(default_factory=list)
     spaces: list[str] = field(default_factory=list)
+    removed_staging: list[Path] = field(default_factory=list)
 
 
 def dataset_stimuli(dataset: Dataset, modality: str = "both",
@@ -81,7 +134,59 @@ def dataset_stimuli(dataset: Dataset, modality: str = "both",
                 f"features from (stimulus {run.stimulus!r})",
             )
         sources[run.stimulus] = StimulusSource(run.stimulus, run.modality, Path(run.stimulus_path))
-    return list(sources.values())
+    return [replace(source, scan=longest_scan(runs, source.stimulus)) for source in sources.values()]
+
+
+def longest_scan(runs: Sequence[Run], stimulus: str) -> ScanSpan | None:
+    """The :class:`ScanSpan` of the run of ``stimulus`` whose analysed volumes reach furthest."""
+    spans = []
+    for run in runs:
+        if run.stimulus != stimulus:
+            continue
+        grid = run.response_grid
+        if len(grid):
+            spans.append(ScanSpan(run.subject, run.name, float(grid.times[-1]) + grid.tr / 2.0))
+    return max(spans, key=lambda span: span.end, default=None)
+
+
+def check_transcript_coverage(path: Path, last_word_end: float, scan: ScanSpan | None,
+                              min_coverage: float = MIN_TRANSCRIPT_COVERAGE) -> None:
+    """Raise if a transcript stops well before the scan of its run does.
+
+    The coverage is the end of the last word over the end of the analysed
+    scan (:class:`ScanSpan`), both in seconds on the stimulus clock. A
+    transcript fails when its coverage is below ``min_coverage`` *and* more
+    than :data:`TRANSCRIPT_TAIL_ALLOWANCE_S` seconds of scan follow its last
+    word: the uncovered volumes would get no words, so their features would
+    be silently wrong (zero after resampling).
+
+    Parameters
+    ----------
+    path : Path
+        The TextGrid, for the message.
+    last_word_end : float
+        Offset of the transcript's last word, seconds.
+    scan : ScanSpan or None
+        None (no analysed volume known) skips the check.
+    min_coverage : float
+        0 switches the check off.
+
+    Raises
+    ------
+    BrainencInputError
+        Naming the TextGrid, the last word's end, the run and how far it is analysed.
+    """
+    if scan is None or min_coverage <= 0 or scan.end <= 0:
+        return
+    coverage = last_word_end / scan.end
+    if coverage < min_coverage and scan.end - last_word_end > TRANSCRIPT_TAIL_ALLOWANCE_S:
+        raise BrainencInputError(
+            path, f"the last word ends at {last_word_end:.1f} s but run {scan.run!r} of subject "
+            f"{scan.subject} is analysed up to {scan.end:.1f} s: the transcript covers "
+            f"{coverage:.0%} of the scan (at least {min_coverage:.0%} expected); the TextGrid looks "
+            "truncated or belongs to another stimulus. Fix it, or set the minimum transcript "
+            "coverage to 0 if the scan really continues that long after the story",
+        )
 
 
 def stimulus_hash(source: StimulusSource) -> str:
@@ -120,20 +225,76 @@ def is_cached(path: Path, key: str) -> bool:
         return False
 
 
+def written_by_extract(path: Path) -> bool:
+    """True if the feature file at ``path`` carries a cache key (``brainenc extract`` wrote it)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "cache_key" in f.attrs
+    except OSError:
+        return False
+
+
+def _check_targets_are_ours(paths: Sequence[Path]) -> None:
+    """Refuse to replace feature files that ``brainenc extract`` did not write."""
+    foreign = [path for path in paths if path.exists() and not written_by_extract(path)]
+    if foreign:
+        shown = ", ".join(str(p) for p in foreign[:3])
+        raise BrainencInputError(
+            foreign[0], f"{len(foreign)} feature file(s) that brainenc extract did not write "
+            f"would be replaced ({shown}); move them away, or choose another --name or --out")
+
+
 def space_name(template: str, extractor: FeatureExtractor, layer: str) -> str:
     """Feature-space folder name of one layer (see the module notes)."""
     return template.format(model=extractor.name, label=layer_label(layer), layer=layer)
 
 
-def _story_events(source: StimulusSource, tier) -> tuple[list[str], np.ndarray]:
-    events = read_word_events(source.path, tier=tier)
+@dataclass(frozen=True)
+class _StoryWords:
+    """The words of one transcript, read before any computation."""
+
+    labels: list[str]
+    times: np.ndarray
+
+
+def _read_story(source: StimulusSource, tier, min_coverage: float) -> _StoryWords:
+    transcript = read_word_transcript(source.path, tier=tier)
+    events = transcript.events
     if len(events) == 0:
         raise BrainencInputError(source.path, "the transcript has no words to extract features from")
-    return list(events.labels), events.times
+    check_transcript_coverage(source.path, float(events.offsets[-1]), source.scan, min_coverage)
+    return _StoryWords(list(events.labels), events.times)
+
+
+def _check_movie(source: StimulusSource, fps: float | None) -> None:
+    """Open the movie without decoding it: a bad video, table or missing image fails here."""
+    from feature_extractors.video import check_frame_table_images, iter_movie_batches
+
+    batches = iter_movie_batches(source.path, fps, FRAME_CHUNK)
+    batches.close()
+    if source.path.suffix.lower() == ".tsv":
+        check_frame_table_images(source.path)
 
 
 #: Frames decoded and embedded at once: bounds memory on long movies.
 FRAME_CHUNK = 256
+
+
+def _embed_story(source: StimulusSource, words: _StoryWords, extractor: FeatureExtractor,
+                 layers: Sequence[str]) -> dict[str, np.ndarray]:
+    try:
+        vectors = extractor.embed_words(words.labels, layers)
+    except UntokenisableWordError as error:
+        raise BrainencInputError(
+            source.path, f"word {error.position} (counting from 0) at {words.times[error.position]:.2f} s, "
+            f"{error.word!r}: the tokenizer of {extractor.name!r} gives no token for it (its text "
+            "normalises to nothing); remove or correct it in the TextGrid") from error
+    except BrainencInputError as error:
+        if error.path is not None:
+            raise
+        raise BrainencInputError(source.path, error.problem) from error
+    _check_vectors(vectors, layers, len(words.labels), extractor, source)
+    return vectors
 
 
 def _embed_movie(source: StimulusSource, extractor: FeatureExtractor, layers: Sequence[str],
@@ -148,6 +309,7 @@ def _embed_movie(source: StimulusSource, extractor: FeatureExtractor, layers: Se
         for layer in layers:
             parts[layer].append(np.asarray(vectors[layer], dtype=np.float32))
         times.append(np.asarray(frame_times, dtype=np.float64))
+        del frames  # release this batch before the next one is decoded: one batch in memory
     if not times:
         raise BrainencInputError(source.path, "the movie has no frames to extract features from")
     return {layer: np.concatenate(parts[layer]) for layer in layers}, np.concatenate(times)
@@ -165,6 +327,14 @@ def _check_vectors(vectors: dict, layers: Sequence[str], n_events: int, extracto
             )
 
 
+def _file_attrs(identity: dict) -> dict:
+    """Attributes naming the model version: the revision asked for and the commit loaded
+    (empty strings when unknown or not a hub model)."""
+    return {"model_revision": str(identity.get("revision") or ""),
+            "model_commit": str(identity.get("commit") or ""),
+            "extractor": json.dumps(identity, sort_keys=True, default=str)}
+
+
 def extract_dataset(
     dataset: Dataset,
     extractor: FeatureExtractor,
@@ -177,6 +347,8 @@ def extract_dataset(
     tier: str | int | None = None,
     subject: str | None = None,
     force: bool = False,
+    min_transcript_coverage: float = MIN_TRANSCRIPT_COVERAGE,
+    lock_timeout_s: float | None = None,
     progress: bool = True,
 ) -> ExtractionReport:
     """Embed a dataset's stimuli and write one feature space per layer.
@@ -201,13 +373,29 @@ def extract_dataset(
     fps : float, optional
         Frame rate at which videos are sampled (default: every frame).
     tier : str or int, optional
-        TextGrid word tier (default: the tier named ``word``/``words``).
+        TextGrid word tier (default: the one tier named ``word``/``words``).
     subject : str, optional
         Only the stimuli of this subject's runs.
     force : bool
         Recompute files that are already cached.
+    min_transcript_coverage : float
+        Fraction of a story run's analysed scan its transcript's words must
+        reach (see :func:`check_transcript_coverage`); 0 switches the check off.
+    lock_timeout_s : float, optional
+        Seconds to wait for another extraction into the same feature root
+        (default: as long as it takes).
     progress : bool
         Show a progress bar.
+
+    Returns
+    -------
+    ExtractionReport
+
+    Raises
+    ------
+    BrainencInputError
+        A bad input (transcript, movie, layer selection...), found before any
+        file is written; the feature store is then left as it was.
     """
     out = Path(out) if out is not None else dataset.feature_root
     if out is None:
@@ -220,38 +408,47 @@ def extract_dataset(
     wanted = tuple(m for m in wanted if m in extractor.modalities)
     chosen = {m: select_layers(extractor.layers(m), layers) for m in wanted}
     sources = [s for s in dataset_stimuli(dataset, "both", subject) if s.modality in wanted]
-    identity = extractor.identity()
+    stories = {s.stimulus: _read_story(s, tier, min_transcript_coverage)
+               for s in sources if s.modality == "story"}
+    for source in sources:
+        if source.modality == "movie":
+            _check_movie(source, fps)
+    identities = {m: extractor.modality_identity(m) for m in wanted}
     timing = {"story": {"tier": tier}, "movie": {"fps": fps}}
     report = ExtractionReport()
     for m in wanted:
         report.spaces += [space_name(name_template, extractor, layer) for layer in chosen[m]]
     report.spaces = list(dict.fromkeys(report.spaces))
+    _check_targets_are_ours([
+        out / space_name(name_template, extractor, layer) / f"{source.stimulus}{FEATURE_SUFFIX}"
+        for source in sources for layer in chosen[source.modality]])
 
-    for source in tqdm(sources, desc=f"extract {extractor.name}", disable=not progress):
-        layer_names = chosen[source.modality]
-        content = stimulus_hash(source)
-        targets = {
-            layer: (out / space_name(name_template, extractor, layer)
-                    / f"{source.stimulus}{FEATURE_SUFFIX}",
-                    cache_key(identity, layer, content, timing[source.modality]))
-            for layer in layer_names
-        }
-        todo = [layer for layer, (path, key) in targets.items() if force or not is_cached(path, key)]
-        report.cached += [targets[layer][0] for layer in layer_names if layer not in todo]
-        if not todo:
-            continue
-        if source.modality == "story":
-            words, times = _story_events(source, tier)
-            vectors = extractor.embed_words(words, todo)
-            _check_vectors(vectors, todo, len(words), extractor, source)
-        else:
-            vectors, times = _embed_movie(source, extractor, todo, fps)
-        for layer in todo:
-            path, key = targets[layer]
-            write_stimulus_features(
-                path, np.asarray(vectors[layer], dtype=np.float32), times,
-                model=extractor.name, layer=layer, modality=source.modality,
-                extractor=json.dumps(identity, sort_keys=True, default=str),
-                stimulus_hash=content, cache_key=key)
-            report.written.append(path)
+    with extraction_transaction(out, lock_timeout_s) as (staging, removed):
+        report.removed_staging = removed
+        for source in tqdm(sources, desc=f"extract {extractor.name}", disable=not progress):
+            identity = identities[source.modality]
+            content = stimulus_hash(source)
+            targets = {
+                layer: (out / space_name(name_template, extractor, layer)
+                        / f"{source.stimulus}{FEATURE_SUFFIX}",
+                        cache_key(identity, layer, content, timing[source.modality]))
+                for layer in chosen[source.modality]
+            }
+            todo = [layer for layer, (path, key) in targets.items()
+                    if force or not is_cached(path, key)]
+            report.cached += [path for layer, (path, _) in targets.items() if layer not in todo]
+            if not todo:
+                continue
+            if source.modality == "story":
+                words = stories[source.stimulus]
+                vectors, times = _embed_story(source, words, extractor, todo), words.times
+            else:
+                vectors, times = _embed_movie(source, extractor, todo, fps)
+            for layer in todo:
+                path, key = targets[layer]
+                write_stimulus_features(
+                    staging.path_for(path), np.asarray(vectors[layer], dtype=np.float32), times,
+                    model=extractor.name, layer=layer, modality=source.modality,
+                    stimulus_hash=content, cache_key=key, **_file_attrs(identity))
+    report.written = [target for _, target in staging.moves]
     return report

@@ -45,7 +45,27 @@ class WordWindow:
     n_context: int
 
 
-def _encode(tokenizer, words: Sequence[str]) -> tuple[list[int], tuple[int, int]]:
+class UntokenisableWordError(BrainencInputError):
+    """A word for which the tokenizer gives no token (its text normalises to nothing).
+
+    Attributes
+    ----------
+    position : int
+        Index of the word in the sequence given to :func:`word_windows`.
+    word : str
+        The word.
+    """
+
+    def __init__(self, position: int, word: str):
+        self.position = position
+        self.word = word
+        super().__init__(None, f"word {position} ({word!r}): the tokenizer produced no token for it "
+                               "(its text normalises to nothing); remove or correct it in the transcript")
+
+
+def _encode(tokenizer, words: Sequence[str], position: int) -> tuple[list[int], tuple[int, int]]:
+    """Token ids of ``" ".join(words)`` and the span of the last word's tokens
+    (``position``: that word's index, for the error)."""
     text = " ".join(words)
     start_char = len(text) - len(words[-1])
     encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
@@ -55,7 +75,7 @@ def _encode(tokenizer, words: Sequence[str]) -> tuple[list[int], tuple[int, int]
         if b > a and b > start_char  # a real token that ends inside the target word
     ]
     if not positions:
-        raise BrainencInputError(None, f"the tokenizer produced no token for the word {words[-1]!r}")
+        raise UntokenisableWordError(position, words[-1])
     return ids, (positions[0], positions[-1] + 1)
 
 
@@ -81,6 +101,14 @@ def word_windows(
     Returns
     -------
     list of WordWindow, one per word
+
+    Raises
+    ------
+    UntokenisableWordError
+        A word gives no token (e.g. only characters the tokenizer's
+        normaliser removes); the error holds the word's position.
+    BrainencInputError
+        A word alone needs more than ``max_tokens`` tokens.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("word_windows needs a fast tokenizer (offset mapping)")
@@ -90,13 +118,13 @@ def word_windows(
     for i in range(len(words)):
         n = min(context_words, i)
         while True:
-            ids, target = _encode(tokenizer, words[i - n : i + 1])
+            ids, target = _encode(tokenizer, words[i - n : i + 1], i)
             if max_tokens is None or len(ids) <= max_tokens or n == 0:
                 break
             n -= 1
         if max_tokens is not None and len(ids) > max_tokens:
             raise BrainencInputError(
-                None, f"the word {words[i]!r} alone needs {len(ids)} tokens, over the limit {max_tokens}")
+                None, f"word {i} ({words[i]!r}) alone needs {len(ids)} tokens, over the limit {max_tokens}")
         windows.append(WordWindow(tuple(ids), target, n))
     return windows
 

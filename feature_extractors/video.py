@@ -311,6 +311,19 @@ def _load_image(path: Path, table_path: Path, row: int) -> np.ndarray:
         raise BrainencInputError(table_path, f"{where}: cannot read image {path} ({error})") from error
 
 
+def _table_frames(table_path: Path, rows: list[tuple[float, Path, int]]) -> Iterator[tuple[np.ndarray, float]]:
+    """``(rgb image, time)`` of each row, reading each image when it is reached.
+
+    An image picked for consecutive targets is read once and the same array is
+    repeated; only that one image is held between rows.
+    """
+    loaded_path, image = None, None
+    for time, path, row in rows:
+        if path != loaded_path:
+            loaded_path, image = path, _load_image(path, table_path, row)
+        yield image, time
+
+
 def read_frame_images(
     table_path: str | Path, fps: float | None = None
 ) -> tuple[list[np.ndarray], np.ndarray]:
@@ -330,7 +343,8 @@ def read_frame_images(
     Returns
     -------
     frames : list of ndarray of shape (height, width, 3), uint8
-        The images converted to RGB.
+        The images converted to RGB. When sampling picks one image for
+        consecutive targets, the same array object is repeated.
     times : ndarray of shape (n_frames,), float64
 
     Raises
@@ -342,14 +356,57 @@ def read_frame_images(
     table_path = Path(table_path)
     _check_fps(fps, table_path)
     rows = _table_images(table_path, fps)
-    cache: dict[Path, np.ndarray] = {}
-    frames = []
-    for _, path, row in rows:
-        # An image picked for consecutive targets is read once.
-        if path not in cache:
-            cache = {path: _load_image(path, table_path, row)}
-        frames.append(cache[path])
+    frames = [image for image, _ in _table_frames(table_path, rows)]
     return frames, np.asarray([t for t, _, _ in rows], dtype=np.float64)
+
+
+def iter_frame_table_batches(
+    table_path: str | Path, fps: float | None, batch_size: int
+) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
+    """The frames of :func:`read_frame_images` in batches, each image read when its batch is.
+
+    At most one batch of images (plus the image showing at the batch's end) is
+    in memory, as for videos (:func:`iter_video_batches`).
+
+    Parameters
+    ----------
+    table_path : path-like
+        The frame table.
+    fps : float or None
+        Sampling rate, as in :func:`read_frame_images`.
+    batch_size : int
+        Frames per batch; the last batch may be shorter.
+
+    Raises
+    ------
+    BrainencInputError
+        An invalid table (no ``time`` or ``file`` column...) or a bad ``fps`` /
+        ``batch_size`` when the generator is created; a missing or unreadable
+        image when its batch is reached (see :func:`check_frame_table_images`
+        to check every image first).
+    """
+    table_path = Path(table_path)
+    _check_fps(fps, table_path)
+    if batch_size < 1:
+        raise BrainencInputError(table_path, f"batch_size must be at least 1, got {batch_size}")
+    rows = _table_images(table_path, fps)
+    return _batches(_table_frames(table_path, rows), batch_size)
+
+
+def check_frame_table_images(table_path: str | Path) -> None:
+    """Raise unless the table is valid and names a ``file`` for each row that exists.
+
+    Reads the table only, not the images: a cheap check before any computation.
+
+    Raises
+    ------
+    BrainencInputError
+        As :func:`read_frame_images`, for an invalid table or a missing image.
+    """
+    table_path = Path(table_path)
+    for _, path, row in _table_images(table_path, None):
+        if not path.is_file():
+            raise BrainencInputError(table_path, f"frame row {row} (counting from 0): image not found: {path}")
 
 
 # --------------------------------------------------------------------------- #
@@ -395,13 +452,25 @@ def iter_movie_batches(
 ) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
     """:func:`movie_frames` in batches of at most ``batch_size`` frames.
 
-    Videos are decoded as a stream (:func:`iter_video_batches`); a frame table
-    is read whole (its images are the stored frames, usually few).
+    Both sources are streamed: a video is decoded (:func:`iter_video_batches`)
+    and a frame table's images are read (:func:`iter_frame_table_batches`)
+    one batch at a time, so long movies need not fit in memory.
+
+    Raises
+    ------
+    BrainencInputError
+        The suffix is neither a video nor ``.tsv``, or the source is invalid
+        (reported when the generator is created; see the two functions above).
     """
     stimulus_path = Path(stimulus_path)
     if batch_size < 1:
         raise BrainencInputError(stimulus_path, f"batch_size must be at least 1, got {batch_size}")
-    if stimulus_kind(stimulus_path) == "video":
+    kind = stimulus_kind(stimulus_path)
+    if kind == "video":
         return iter_video_batches(stimulus_path, fps, batch_size)
-    frames, times = movie_frames(stimulus_path, fps)
-    return _batches(zip(frames, times.tolist()), batch_size)
+    if kind == "frames":
+        return iter_frame_table_batches(stimulus_path, fps, batch_size)
+    raise BrainencInputError(
+        stimulus_path, "not a movie stimulus: expected a video "
+        f"({', '.join(VIDEO_SUFFIXES)}) or a .tsv frame table"
+    )

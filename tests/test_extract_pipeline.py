@@ -111,18 +111,18 @@ def test_cache_is_reused_invalidated_by_content_and_forced(small_dataset):
                                layers="1", force=True, progress=False).written) == 2
 
 
-def test_interrupted_run_leaves_complete_files_and_resumes(small_dataset):
+def test_interrupted_run_writes_nothing_and_the_next_run_computes_all(small_dataset):
+    before = sorted(p.name for p in small_dataset.feature_root.iterdir())
+    failing = TableExtractor(fail_after=1)
     with pytest.raises(RuntimeError, match="interrupted"):
-        extract_dataset(small_dataset, TableExtractor(fail_after=1), modality="story",
-                        layers="all", progress=False)
-    space = small_dataset.feature_root / "table_layer0"
-    files = sorted(space.iterdir())
-    assert [p.suffix for p in files] == [".hf5"]  # one complete file, no temporary left
-    read_stimulus_features(files[0])
-    resumed = TableExtractor()
-    report = extract_dataset(small_dataset, resumed, modality="story", layers="all",
-                             progress=False)
-    assert resumed.calls == 1 and len(report.written) == 3 and len(report.cached) == 3
+        extract_dataset(small_dataset, failing, modality="story", layers="all", progress=False)
+    assert failing.calls == 2  # the first story was computed, then discarded
+    assert sorted(p.name for p in small_dataset.feature_root.iterdir()) == before
+    again = TableExtractor()
+    report = extract_dataset(small_dataset, again, modality="story", layers="all", progress=False)
+    assert again.calls == 2 and len(report.written) == 6 and report.cached == []
+    for path in report.written:
+        read_stimulus_features(path)
 
 
 def test_frame_table_without_images_is_a_clear_error(small_dataset):
@@ -181,9 +181,8 @@ def test_empty_transcript_is_a_clear_error(small_dataset):
     with pytest.raises(BrainencInputError) as error:
         extract_dataset(small_dataset, TableExtractor(), modality="story", progress=False)
     assert run.stimulus_path.name in str(error.value)
-    # the first story is complete on disk; nothing of the empty one
-    space = small_dataset.feature_root / "table_layer0"
-    assert [p.stem for p in space.iterdir()] == [small_dataset.runs_for("sim01", "story")[0].stimulus]
+    # found before any computation: nothing is written, not even the first story
+    assert _no_features_written(small_dataset)
 
 
 @pytest.mark.parametrize("damage", ["missing", "unreadable"])

@@ -241,3 +241,38 @@ def test_simulated_movies_as_video(tmp_path, layout):
         # yuv420p at high quality keeps the mean colour within a few levels.
         np.testing.assert_allclose(colours, expected, atol=8)
         assert np.corrcoef(colours[:, 0], expected[:, 0])[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("fps", [None, 7.0])
+def test_frame_table_batches_read_images_lazily(tmp_path, monkeypatch, fps):
+    import feature_extractors.video as video
+
+    n_images, batch_size = 40, 4
+    times = [0.1 * i for i in range(n_images)]
+    colours = [(5 * i, 255 - 5 * i, 3 * i) for i in range(n_images)]
+    table = write_image_table(tmp_path, times, colours)
+    frames, frame_times = read_frame_images(table, fps=fps)
+
+    reads = []
+    real_load = video._load_image
+    monkeypatch.setattr(video, "_load_image", lambda *args: reads.append(args[0]) or real_load(*args))
+    batches = iter_movie_batches(table, fps, batch_size)
+    assert reads == []  # creating the generator reads the table only
+    first, first_times = next(batches)
+    assert len(first) == batch_size
+    # no more images than frames in the batch are decoded (fewer when one shows twice)
+    assert 1 <= len(reads) <= batch_size
+    rest = list(batches)
+    streamed = first + [frame for chunk, _ in rest for frame in chunk]
+    streamed_times = np.concatenate([first_times] + [t for _, t in rest])
+    assert len(reads) == len({id(frame) for frame in frames})  # each image read once
+    np.testing.assert_array_equal(streamed_times, frame_times)
+    np.testing.assert_array_equal(np.stack(streamed), np.stack(frames))
+    assert max(len(chunk) for chunk, _ in rest) == batch_size
+
+
+def test_frame_table_batches_report_a_bad_table_at_the_call(tmp_path):
+    no_files = tmp_path / "plain_frames.tsv"
+    no_files.write_text("frame\ttime\n0\t0.0\n1\t0.5\n")
+    with pytest.raises(BrainencInputError, match="no 'file' column"):
+        iter_movie_batches(no_files, None, 4)
