@@ -94,7 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--name", default="{model}_{label}",
                     help="feature-space name template from {model}, {label}, {layer} "
                     "(default: {model}_{label}, e.g. bridgetower-base_layer8)")
+    ex.add_argument("--revision", default=None,
+                    help="hub model revision (branch, tag or commit); recorded with the features")
     ex.add_argument("--subject", default=None, help="only this subject's stimuli")
+    ex.add_argument("--tier", default=None,
+                    help="TextGrid word tier, by name or 0-based index (default: the one tier "
+                    "named 'word' or 'words')")
+    ex.add_argument("--min-transcript-coverage", type=float, default=None, metavar="FRACTION",
+                    help="fail when a transcript's last word ends before this fraction of its "
+                    "run's scan (default: 0.8, with 30 s of slack; 0 turns the check off)")
+    ex.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
+                    help="give up after waiting this long for another extraction into the same "
+                    "folder (default: wait)")
     ex.add_argument("--context-words", type=int, default=None,
                     help="preceding words in each word's context (default: 20)")
     ex.add_argument("--token-pooling", choices=["last", "mean"], default=None,
@@ -150,6 +161,11 @@ def _check_extract_options(args) -> None:
         problems.append(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.context_words is not None and args.context_words < 0:
         problems.append(f"--context-words must be >= 0, got {args.context_words}")
+    if args.min_transcript_coverage is not None and not 0 <= args.min_transcript_coverage <= 1:
+        problems.append(f"--min-transcript-coverage must be in [0, 1], "
+                        f"got {args.min_transcript_coverage}")
+    if args.lock_timeout is not None and args.lock_timeout < 0:
+        problems.append(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout}")
     if problems:
         raise BrainencInputError(None, "; ".join(problems))
 
@@ -167,8 +183,12 @@ def _extract(args) -> None:
             "context_words": args.context_words, "token_pooling": args.token_pooling,
             "frame_pooling": args.frame_pooling, "input_mode": args.input_mode,
             "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
+            "revision": args.revision,
         }.items() if value is not None
     }
+    tier = int(args.tier) if args.tier is not None and args.tier.lstrip("-").isdigit() else args.tier
+    checks = {} if args.min_transcript_coverage is None else {
+        "min_transcript_coverage": args.min_transcript_coverage}
     data = load_dataset(args.dataset)
     if args.subject is not None:
         data.runs_for(args.subject)
@@ -177,8 +197,9 @@ def _extract(args) -> None:
                              inputs=input_paths(data, args.subject))
     extractor = load_extractor(args.model, **options)
     report = extract_dataset(data, extractor, modality=args.modality, layers=args.layers,
-                             out=out, name_template=args.name, fps=args.fps,
-                             subject=args.subject, force=args.force, progress=not args.quiet)
+                             out=out, name_template=args.name, fps=args.fps, tier=tier,
+                             subject=args.subject, force=args.force, progress=not args.quiet,
+                             lock_timeout_s=args.lock_timeout, **checks)
     print(f"{len(report.written)} feature files written, {len(report.cached)} already cached")
     print(f"feature spaces in {out}: {', '.join(report.spaces)}")
 
@@ -217,10 +238,11 @@ def _run(args) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Input warnings as one loud line each; others in Python's usual form."""
+    """brainenc's own warnings as loud lines; others in Python's usual form."""
     import warnings
 
-    if issubclass(category, BrainencInputWarning):
+    own = str(Path(filename).resolve()).startswith(str(Path(__file__).resolve().parent))
+    if issubclass(category, BrainencInputWarning) or (own and issubclass(category, UserWarning)):
         print(f"WARNING: {message}", file=sys.stderr)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

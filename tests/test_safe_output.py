@@ -278,3 +278,27 @@ def test_summary_json_is_strict(dataset, tmp_path):
     directions = summary["results"][0]["directions"]
     assert directions["story_to_story"]["mean_r_significant"] is None
     assert np.isfinite(directions["story_to_story"]["mean_r"])
+
+
+@pytest.mark.slow
+def test_extract_never_replaces_feature_files_it_did_not_write(tmp_path, capsys):
+    from brainenc.io.features import write_stimulus_features
+    from brainenc.simulate import VOCABULARY, simulate_dataset
+    from tests.tiny_models import save_tiny_bridgetower
+
+    info = simulate_dataset(tmp_path / "ds", layout="huth", n_stories=2, n_movies=1,
+                            n_trs_per_run=30)
+    sentences = [" ".join(VOCABULARY[k:k + 12]) for k in range(0, len(VOCABULARY), 12)]
+    model = save_tiny_bridgetower(tmp_path / "BridgeTower-Tiny", sentences)
+    mine = info.root / "features" / "bridgetower-tiny_layer2" / "story02.hf5"
+    write_stimulus_features(mine, np.ones((3, 2)), np.arange(3.0))
+    before = tree_state(tmp_path)
+    args = ["extract", "--dataset", str(info.root), "--model", str(model), "--layers", "-1",
+            "--modality", "story", "--device", "cpu", "--quiet"]
+    _refused(capsys, main(args), "story02.hf5", "did not write")
+    assert tree_state(tmp_path) == before
+    _refused(capsys, main(args + ["--revision", "v1"]), "revision")
+    assert tree_state(tmp_path) == before
+    mine.unlink()
+    assert main(args + ["--tier", "0"]) == 0
+    assert mine.is_file()
