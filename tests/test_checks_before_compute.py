@@ -123,6 +123,7 @@ def test_settings_hold_the_absolute_feature_path(dataset, tmp_path, monkeypatch)
                  "--out", "res", "--n-permutations", "0", "--no-report", "--quiet"]) == 0
     settings = json.loads((tmp_path / "res" / "summary.json").read_text())["results"][0]["settings"]
     assert settings["feature_space_path"] == str((dataset / "features" / "feats").resolve())
+    assert settings["dataset"] == str(dataset.resolve())
 
 
 def _rewrite(path, **datasets):

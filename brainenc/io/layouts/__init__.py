@@ -52,7 +52,8 @@ def load_dataset(path: str | Path, feature_root: str | Path | None = None) -> Da
     Parameters
     ----------
     path : path-like
-        A dataset folder, or a manifest ``.tsv`` file.
+        A dataset folder, or a manifest ``.tsv`` file (made absolute: the dataset
+        records its resolved location).
     feature_root : path-like or None
         Folder holding the feature spaces; default ``<path>/features`` (for a
         manifest file, ``features/`` beside it).
@@ -62,6 +63,7 @@ def load_dataset(path: str | Path, feature_root: str | Path | None = None) -> Da
     Dataset
     """
     readers = {"manifest": read_manifest, "huth": read_huth, "bids": read_bids}
+    path = Path(path).expanduser().resolve()
     dataset = readers[detect_layout(path)](path)
     if feature_root is not None:
         dataset.feature_root = Path(feature_root)
