@@ -21,10 +21,21 @@ with each voxel's own ``a_v``. Explicit folds (``cv=``) work the same way, with
 blocks being the groups of samples that share their role in every fold.
 
 This primal route suits the usual encoding problem, with fewer features than
-samples. It stays exact when features outnumber samples (directions in the
-null space of ``X`` are dropped, as they carry no signal), but a kernel
-formulation (``n × n`` instead of ``p × p``, e.g.
-:class:`himalaya.kernel_ridge.KernelRidgeCV`) is then cheaper.
+samples. When features outnumber samples (wide designs: many features times
+FIR delays), the dual (kernel) route is used instead: with ``K = XXᵀ``
+(``n × n``) the weights are ``W = Xᵀ(K + aI)⁻¹Y``. A fold eigendecomposes its
+training kernel ``K_t = U diag(s) Uᵀ``; with ``B = UᵀY_t`` and ``A = K_vt U``
+the validation prediction is again ``A diag(1/(s + a)) B``, so the same
+scoring code serves both routes, and the refit is
+``W = (XᵀU) diag(1/(s + a_v)) UᵀY``. ``XXᵀ`` and ``XᵀX`` share their nonzero
+eigenvalues, so both routes give the same solution; the dual one costs
+``n × n`` eigendecompositions and ``n_val × n_train`` products per alpha
+instead of ``p × p`` and ``n_val × p``.
+
+Everything that depends on the design alone is computed once by
+:meth:`VoxelwiseRidge.factor`; :meth:`FactoredDesign.solve` then fits any
+batch of voxels, which keeps memory bounded by the batch size in callers that
+fit, predict and score voxel batches one at a time.
 
 No intercept is fitted and nothing is centred inside: centre (or z-score) the
 columns of ``X`` and ``Y`` within each run before fitting, as is standard for
@@ -51,6 +62,8 @@ from brainenc.stats import pearson_r
 __all__ = [
     "ConstantVoxelWarning",
     "DEFAULT_ALPHAS",
+    "FactoredDesign",
+    "RidgeSolution",
     "VoxelwiseRidge",
     "leave_one_run_out",
     "resolve_backend",
@@ -252,12 +265,14 @@ def resolve_backend(backend: str = "auto") -> str:
 
 
 def _eigh_gram(backend: ModuleType, gram, dtype: str):
-    """Eigenvalues (float64 numpy) and eigenvectors (``dtype``) of a Gram matrix ``XᵀX``.
+    """Eigenvalues (float64 numpy) and eigenvectors (``dtype``) of ``XᵀX`` or ``XXᵀ``.
 
-    Eigenvalues at round-off level are dropped with their eigenvectors: these
-    span the null space of ``X``, where ``XᵀY`` has no component, and keeping
-    them would only amplify float32 rounding in ``VᵀXᵀY`` by ``1 / alpha``.
-    With more features than samples this also shrinks every later product.
+    Eigenvalues at round-off level are dropped with their eigenvectors. For
+    ``XᵀX`` these span the null space of ``X``, where ``XᵀY`` has no
+    component, and keeping them would only amplify float32 rounding in
+    ``VᵀXᵀY`` by ``1 / alpha``; with more features than samples this also
+    shrinks every later product. For ``XXᵀ`` they span the directions that
+    ``Xᵀ`` maps to zero, which no prediction or weight can reach.
     """
     # numpy's eigh (LAPACK syevd) is several times faster than the scipy
     # default that himalaya's numpy backend maps eigh to
@@ -406,6 +421,207 @@ class _FoldScorer:
         return scores
 
 
+# --------------------------------------------------------------------------- fold solvers
+
+
+def _backend_rows(backend: ModuleType, rows: list[slice | np.ndarray]) -> list:
+    """Row selectors on the backend's device, like the data they index."""
+    return [r if isinstance(r, slice) else backend.asarray(r) for r in rows]
+
+
+def _choose_alphas(scores: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Best alpha per voxel from ``scores`` (n_alphas × voxels).
+
+    Ties (e.g. voxels no alpha can predict) go to the larger, more
+    conservative alpha.
+    """
+    descending = np.argsort(alphas, kind="stable")[::-1]
+    return alphas[descending[np.argmax(scores[descending], axis=0)]]
+
+
+class _PrimalSolver:
+    """Folds solved through eigendecompositions of ``XᵀX`` (``n_features²``).
+
+    Per-block Gram matrices are summed into each fold's training Gram matrix;
+    for a batch of voxels the per-block cross-products ``X_bᵀY_b`` are summed
+    the same way.
+    """
+
+    name = "primal"
+
+    def __init__(self, backend: ModuleType, X: np.ndarray, plan: _BlockPlan, alphas: np.ndarray,
+                 score_func, dtype: str):
+        self.backend, self.plan, self.dtype = backend, plan, dtype
+        self.X = backend.asarray(X, dtype=dtype)
+        grams = []
+        for sl in plan.slices:
+            Xb = backend.asarray(X[sl], dtype="float64")
+            grams.append(backend.matmul(Xb.T, Xb))
+        self.val_rows = _backend_rows(backend, plan.val_rows)
+        self.scorers, self.bases = [], []
+        for train_blocks, val in zip(plan.train_blocks, self.val_rows, strict=True):
+            s, V = _eigh_gram(backend, sum(grams[b] for b in train_blocks), dtype)
+            weights = backend.asarray(1.0 / (s[None, :] + alphas[:, None]), dtype=dtype)
+            self.scorers.append(_FoldScorer(backend, score_func, backend.matmul(self.X[val], V), weights))
+            self.bases.append(V)
+        self.s_all, self.V_all = _eigh_gram(backend, sum(grams), dtype)
+
+    def solve(self, Y, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray, object]:
+        """Fold-averaged scores, chosen alphas and refit weights (a backend array) for ``Y``."""
+        backend = self.backend
+        cross = [backend.matmul(self.X[sl].T, Y[sl]) for sl in self.plan.slices]
+        scores = np.zeros((alphas.size, Y.shape[1]))
+        for train_blocks, val, V, scorer in zip(self.plan.train_blocks, self.val_rows, self.bases,
+                                                self.scorers, strict=True):
+            C_train = sum(cross[b] for b in train_blocks)
+            B = backend.matmul(V.T, C_train)
+            scores += scorer(B, Y[val])
+            del B, C_train
+        scores /= len(self.scorers)
+        chosen = _choose_alphas(scores, alphas)
+        C_all = sum(cross)
+        del cross
+        return scores, chosen, _ridge_from_eigh(backend, self.V_all, self.s_all, C_all, chosen, self.dtype)
+
+
+class _DualSolver:
+    """Folds solved through eigendecompositions of the kernel ``XXᵀ`` (``n_samples²``).
+
+    With a fold's training kernel ``K_t = U diag(s) Uᵀ``, the validation
+    prediction for a penalty ``a`` is ``K_vt U diag(1/(s + a)) UᵀY_t``, and the
+    weights refit on all samples are ``XᵀU diag(1/(s + a_v)) UᵀY`` per voxel.
+    ``XXᵀ`` and ``XᵀX`` share their nonzero eigenvalues, so these equal the
+    primal solutions.
+    """
+
+    name = "dual"
+
+    def __init__(self, backend: ModuleType, X: np.ndarray, plan: _BlockPlan, alphas: np.ndarray,
+                 score_func, dtype: str):
+        self.backend, self.dtype = backend, dtype
+        X64 = backend.asarray(X, dtype="float64")
+        kernel = backend.matmul(X64, X64.T)
+        self.val_rows = _backend_rows(backend, plan.val_rows)
+        self.train_rows, self.scorers, self.bases = [], [], []
+        for train_blocks, val in zip(plan.train_blocks, self.val_rows, strict=True):
+            rows = backend.asarray(np.concatenate(
+                [np.arange(plan.slices[b].start, plan.slices[b].stop) for b in train_blocks]))
+            s, U = _eigh_gram(backend, kernel[rows][:, rows], "float64")
+            weights = backend.asarray(1.0 / (s[None, :] + alphas[:, None]), dtype=dtype)
+            A = backend.asarray(backend.matmul(kernel[val][:, rows], U), dtype=dtype)
+            self.scorers.append(_FoldScorer(backend, score_func, A, weights))
+            self.bases.append(backend.asarray(U, dtype=dtype))
+            self.train_rows.append(rows)
+        self.s_all, U_all = _eigh_gram(backend, kernel, "float64")
+        self.U_all = backend.asarray(U_all, dtype=dtype)
+        self.XtU = backend.asarray(backend.matmul(X64.T, U_all), dtype=dtype)
+
+    def solve(self, Y, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray, object]:
+        """Fold-averaged scores, chosen alphas and refit weights (a backend array) for ``Y``."""
+        backend = self.backend
+        scores = np.zeros((alphas.size, Y.shape[1]))
+        for rows, val, U, scorer in zip(self.train_rows, self.val_rows, self.bases, self.scorers,
+                                        strict=True):
+            B = backend.matmul(U.T, Y[rows])
+            scores += scorer(B, Y[val])
+            del B
+        scores /= len(self.scorers)
+        chosen = _choose_alphas(scores, alphas)
+        shrink = backend.asarray(1.0 / (self.s_all[:, None] + chosen[None, :]), dtype=self.dtype)
+        return scores, chosen, backend.matmul(self.XtU, backend.matmul(self.U_all.T, Y) * shrink)
+
+
+@dataclass(frozen=True)
+class RidgeSolution:
+    """Ridge fits of a set of voxels, as :meth:`FactoredDesign.solve` returns them.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (n_features, n_voxels), float32
+        Weights refit on all samples at each voxel's alpha; NaN for constant voxels.
+    best_alphas : ndarray of shape (n_voxels,)
+        Selected alpha per voxel (NaN for constant voxels).
+    cv_scores : ndarray of shape (n_alphas, n_voxels)
+        Validation score per alpha, averaged over folds (NaN for constant voxels).
+    constant_voxels : ndarray of bool, shape (n_voxels,)
+    """
+
+    coef: np.ndarray
+    best_alphas: np.ndarray
+    cv_scores: np.ndarray
+    constant_voxels: np.ndarray
+
+
+class FactoredDesign:
+    """A design matrix factorised once, to fit ridge models of any set of voxels.
+
+    Made by :meth:`VoxelwiseRidge.factor`. Everything that depends on ``X``
+    and the folds alone (Gram or kernel matrices and their eigendecompositions,
+    validation projections) is computed once; :meth:`solve` then costs only
+    products with the responses, so voxels can be fitted batch by batch, each
+    batch giving the same result as a fit of all voxels together.
+
+    Attributes
+    ----------
+    solver : {"primal", "dual"}
+        The formulation in use (see :class:`VoxelwiseRidge`).
+    backend : str
+        The himalaya backend holding the factors.
+    n_samples, n_features : int
+        Shape of the factorised ``X``.
+    """
+
+    def __init__(self, factors: _PrimalSolver | _DualSolver, backend: str, order: np.ndarray | None,
+                 alphas: np.ndarray, shape: tuple[int, int], n_targets_batch: int, dtype: str):
+        self._factors = factors
+        self._order = order
+        self._alphas = alphas
+        self._n_targets_batch = n_targets_batch
+        self._dtype = dtype
+        self.solver = factors.name
+        self.backend = backend
+        self.n_samples, self.n_features = shape
+
+    def solve(self, Y) -> RidgeSolution:
+        """Choose each voxel's alpha by cross-validation and refit on all samples.
+
+        Parameters
+        ----------
+        Y : array-like of shape (n_samples, n_voxels)
+            Responses, rows matching the factorised ``X``, columns centred
+            within each run.
+
+        Returns
+        -------
+        RidgeSolution
+        """
+        Y = _check_matrix("Y", Y, self._dtype)
+        if Y.shape[0] != self.n_samples:
+            raise BrainencInputError(
+                None, f"X and Y must have the same number of rows (samples); got X "
+                      f"{(self.n_samples, self.n_features)}, Y {Y.shape}")
+        if self._order is not None:
+            Y = Y[self._order]
+        n_voxels = Y.shape[1]
+        constant = np.ptp(Y, axis=0) == 0
+        voxels = np.flatnonzero(~constant)
+        cv_scores = np.full((self._alphas.size, n_voxels), np.nan)
+        best_alphas = np.full(n_voxels, np.nan)
+        coef = np.full((self.n_features, n_voxels), np.nan, dtype=np.float32)
+        with _backend_scope(self.backend) as backend:
+            for start in range(0, voxels.size, self._n_targets_batch):
+                batch = voxels[start:start + self._n_targets_batch]
+                contiguous = batch[-1] - batch[0] + 1 == batch.size
+                Yb = backend.asarray(Y[:, batch[0]:batch[-1] + 1] if contiguous else Y[:, batch],
+                                     dtype=self._dtype)
+                scores, chosen, weights = self._factors.solve(Yb, self._alphas)
+                cv_scores[:, batch] = scores
+                best_alphas[batch] = chosen
+                coef[:, batch] = backend.to_numpy(weights)
+                del Yb, weights
+        return RidgeSolution(coef, best_alphas, cv_scores, constant)
+
+
 # --------------------------------------------------------------------------- estimator
 
 
@@ -428,15 +644,25 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
         himalaya backend (see :func:`resolve_backend`); ``"auto"`` picks a GPU
         when one is visible, else the faster CPU backend.
     n_targets_batch : int
-        Voxels processed at once. Working memory is about
-        ``(n_blocks + 3) · n_features · n_targets_batch`` floats, plus
+        Voxels processed at once. With the primal solver, working memory is
+        about ``(n_blocks + 3) · n_features · n_targets_batch`` floats, plus
         ``n_folds · n_features²`` for the folds' eigenvectors and
-        ``n_samples · n_features`` for the validation projections.
+        ``n_samples · n_features`` for the validation projections; with the
+        dual solver, about ``(n_samples + n_features) · n_targets_batch``
+        floats plus ``(n_folds + 2) · n_samples²`` and
+        ``n_samples · n_features``.
     dtype : {"float32", "float64"}
-        Precision of the large products. Gram matrices and their
+        Precision of the large products. Gram and kernel matrices and their
         eigendecompositions are always float64.
     warn_constant : bool
         Warn (once per fit, with a count) about voxels with zero variance.
+    solver : {"auto", "primal", "dual"}
+        ``"primal"`` eigendecomposes ``XᵀX`` (``n_features × n_features``) per
+        fold; ``"dual"`` eigendecomposes the kernel ``XXᵀ``
+        (``n_samples × n_samples``) per fold and forms the weights as
+        ``Xᵀ(XXᵀ + alpha I)⁻¹y``. Both give the same weights, alphas and
+        scores (to float rounding). ``"auto"`` takes the dual route when
+        ``X`` has more columns than rows, where it is much cheaper.
 
     Attributes
     ----------
@@ -452,12 +678,16 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
     n_features_in_ : int
     backend_ : str
         The himalaya backend that was used.
+    solver_ : {"primal", "dual"}
+        The formulation that was used.
 
     Notes
     -----
     No intercept is fitted and the data are not centred inside :meth:`fit`:
     give ``X`` and ``Y`` with columns centred (or z-scored) within each run.
     See the module docstring for the algorithm and when it is the right one.
+    To fit many voxels in batches without refactorising ``X``, use
+    :meth:`factor` and :meth:`FactoredDesign.solve`.
 
     Examples
     --------
@@ -466,6 +696,9 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
     >>> model = VoxelwiseRidge(alphas=[0.1, 1.0, 10.0], backend="numpy").fit(X, Y, runs=[40, 40, 40])
     >>> model.coef_.shape, model.cv_scores_.shape
     ((5, 3), (3, 3))
+    >>> wide = rng.standard_normal((120, 300))
+    >>> VoxelwiseRidge(alphas=[1.0, 10.0], backend="numpy").fit(wide, Y, runs=[40, 40, 40]).solver_
+    'dual'
     """
 
     def __init__(
@@ -476,6 +709,7 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
         n_targets_batch: int = 20000,
         dtype: str = "float32",
         warn_constant: bool = True,
+        solver: str = "auto",
     ):
         self.alphas = alphas
         self.score_func = score_func
@@ -483,6 +717,7 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
         self.n_targets_batch = n_targets_batch
         self.dtype = dtype
         self.warn_constant = warn_constant
+        self.solver = solver
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -511,43 +746,56 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
         -------
         self
         """
+        factored = self.factor(X, runs=runs, cv=cv)
+        solution = factored.solve(Y)
+        constant = solution.constant_voxels
+        if constant.any() and self.warn_constant:
+            warnings.warn(f"{int(constant.sum())} of {constant.size} voxels are constant (zero variance); "
+                          "their weights, scores and alphas are NaN", ConstantVoxelWarning, stacklevel=2)
+        self.coef_ = solution.coef
+        self.best_alphas_ = solution.best_alphas
+        self.cv_scores_ = solution.cv_scores
+        self.constant_voxels_ = constant
+        self.n_features_in_ = factored.n_features
+        self.backend_ = factored.backend
+        self.solver_ = factored.solver
+        return self
+
+    def factor(self, X, runs: Sequence | np.ndarray | None = None,
+               cv: Sequence[Fold] | None = None) -> FactoredDesign:
+        """Factorise ``X`` for the folds, ready to fit any responses with the same rows.
+
+        ``model.factor(X, runs).solve(Y)`` computes what ``model.fit(X, Y, runs)``
+        stores; solving voxel batches one at a time gives the same numbers
+        as solving them together.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Design matrix, columns centred within each run.
+        runs, cv
+            The folds, as in :meth:`fit`.
+
+        Returns
+        -------
+        FactoredDesign
+        """
         dtype = self._check_params()
         alphas = _check_alphas(self.alphas)
         X = _check_matrix("X", X, dtype)
-        Y = _check_matrix("Y", Y, dtype)
         n_samples, n_features = X.shape
-        if Y.shape[0] != n_samples:
-            raise BrainencInputError(
-                None, f"X and Y must have the same number of rows (samples); got X {X.shape}, Y {Y.shape}")
         if (runs is None) == (cv is None):
             raise BrainencInputError(None, "give either runs (for leave-one-run-out folds) or cv, not "
                                            + ("both" if runs is not None else "neither"))
         folds = leave_one_run_out(runs, n_samples) if cv is None else _check_folds(cv, n_samples)
         plan = _BlockPlan.from_folds(folds, n_samples)
         if plan.order is not None:
-            X, Y = X[plan.order], Y[plan.order]
-
-        n_voxels = Y.shape[1]
-        constant = np.ptp(Y, axis=0) == 0
-        if constant.any() and self.warn_constant:
-            warnings.warn(f"{int(constant.sum())} of {n_voxels} voxels are constant (zero variance); "
-                          "their weights, scores and alphas are NaN", ConstantVoxelWarning, stacklevel=2)
-        voxels = np.flatnonzero(~constant)
-
+            X = X[plan.order]
+        dual = self.solver == "dual" or (self.solver == "auto" and n_features > n_samples)
         name = resolve_backend(self.backend)
-        cv_scores = np.full((alphas.size, n_voxels), np.nan)
-        best_alphas = np.full(n_voxels, np.nan)
-        coef = np.full((n_features, n_voxels), np.nan, dtype=np.float32)
         with _backend_scope(name) as backend:
-            self._solve(backend, X, Y, voxels, plan, alphas, len(folds), dtype, cv_scores, best_alphas, coef)
-
-        self.coef_ = coef
-        self.best_alphas_ = best_alphas
-        self.cv_scores_ = cv_scores
-        self.constant_voxels_ = constant
-        self.n_features_in_ = n_features
-        self.backend_ = name
-        return self
+            factors = (_DualSolver if dual else _PrimalSolver)(backend, X, plan, alphas, self.score_func, dtype)
+        return FactoredDesign(factors, name, plan.order, alphas, X.shape, self.n_targets_batch, dtype)
 
     def _check_params(self) -> str:
         if self.dtype not in ("float32", "float64"):
@@ -556,51 +804,10 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
             raise ValueError(f"n_targets_batch must be a positive integer; got {self.n_targets_batch!r}")
         if not (callable(self.score_func) or self.score_func in ("correlation", "r2")):
             raise ValueError(f"score_func must be 'correlation', 'r2' or a callable; got {self.score_func!r}")
+        if self.solver not in ("auto", "primal", "dual"):
+            raise ValueError(f"solver must be 'auto', 'primal' or 'dual'; got {self.solver!r}")
         return self.dtype
 
-    def _solve(self, backend, X, Y, voxels, plan, alphas, n_folds, dtype, cv_scores, best_alphas, coef):
-        """Fill ``cv_scores``, ``best_alphas`` and ``coef`` for the columns ``voxels``."""
-        X_work = backend.asarray(X, dtype=dtype)
-        grams = []
-        for sl in plan.slices:
-            Xb = backend.asarray(X[sl], dtype="float64")
-            grams.append(backend.matmul(Xb.T, Xb))
-        gram_all = sum(grams)
-
-        # index arrays live on the backend's device, like the data they index
-        val_rows = [r if isinstance(r, slice) else backend.asarray(r) for r in plan.val_rows]
-        scorers, bases = [], []
-        for f in range(n_folds):
-            s, V = _eigh_gram(backend, sum(grams[b] for b in plan.train_blocks[f]), dtype)
-            weights = backend.asarray(1.0 / (s[None, :] + alphas[:, None]), dtype=dtype)
-            A = backend.matmul(X_work[val_rows[f]], V)
-            scorers.append(_FoldScorer(backend, self.score_func, A, weights))
-            bases.append(V)
-        del grams
-        s_all, V_all = _eigh_gram(backend, gram_all, dtype)
-
-        # ties (e.g. voxels no alpha can predict) go to the larger, more conservative alpha
-        descending = np.argsort(alphas, kind="stable")[::-1]
-        for start in range(0, voxels.size, self.n_targets_batch):
-            batch = voxels[start:start + self.n_targets_batch]
-            contiguous = batch[-1] - batch[0] + 1 == batch.size
-            Yb = backend.asarray(Y[:, batch[0]:batch[-1] + 1] if contiguous else Y[:, batch], dtype=dtype)
-            cross = [backend.matmul(X_work[sl].T, Yb[sl]) for sl in plan.slices]
-            scores = np.zeros((alphas.size, batch.size))
-            for f in range(n_folds):
-                C_train = sum(cross[b] for b in plan.train_blocks[f])
-                B = backend.matmul(bases[f].T, C_train)
-                scores += scorers[f](B, Yb[val_rows[f]])
-                del B, C_train
-            scores /= n_folds
-            cv_scores[:, batch] = scores
-            chosen = alphas[descending[np.argmax(scores[descending], axis=0)]]
-            best_alphas[batch] = chosen
-
-            C_all = sum(cross)
-            del cross
-            coef[:, batch] = backend.to_numpy(_ridge_from_eigh(backend, V_all, s_all, C_all, chosen, dtype))
-            del C_all, Yb
 
     # ----------------------------------------------------------------- use
 

@@ -26,10 +26,16 @@ TIE_TOLERANCE: float = 1e-10
 # more than the operation count because each permutation is a gather.
 _CROSS_BYTES = 8 * 2**20
 _NULL_BYTES = 4 * 2**20
+# Scores are computed on column chunks of about this many float64 bytes, so that the
+# working copies stay small whatever the number of voxels.
+_SCORE_BYTES = 64 * 2**20
 
 
 def _as_2d(array: np.ndarray, name: str) -> np.ndarray:
-    array = np.asarray(array, dtype=np.float64)
+    """``array`` as a 2-D floating array; float32 input stays float32 (chunks are widened later)."""
+    array = np.asarray(array)
+    if array.dtype.kind != "f":
+        array = array.astype(np.float64)
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2:
@@ -45,6 +51,12 @@ def _check_pair(pred: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if pred2.shape[0] < 2:
         raise ValueError("at least 2 time points are needed to score a prediction")
     return pred2, y2
+
+
+def _column_chunks(n_trs: int, n_voxels: int) -> list[slice]:
+    """Consecutive column ranges of about :data:`_SCORE_BYTES` of float64 each."""
+    width = max(1, _SCORE_BYTES // (8 * n_trs))
+    return [slice(start, min(start + width, n_voxels)) for start in range(0, n_voxels, width)]
 
 
 def _zscore_columns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,11 +94,13 @@ def pearson_r(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
         NaN where either column is constant or holds a non-finite value.
     """
     pred2, y2 = _check_pair(pred, y)
-    zp, valid_p = _zscore_columns(pred2)
-    zy, valid_y = _zscore_columns(y2)
-    r = (zp * zy).mean(axis=0)
-    r = np.clip(r, -1.0, 1.0)
-    r[~(valid_p & valid_y)] = np.nan
+    r = np.empty(y2.shape[1])
+    for cols in _column_chunks(*y2.shape):
+        zp, valid_p = _zscore_columns(pred2[:, cols].astype(np.float64))
+        zy, valid_y = _zscore_columns(y2[:, cols].astype(np.float64))
+        chunk = np.clip((zp * zy).mean(axis=0), -1.0, 1.0)
+        chunk[~(valid_p & valid_y)] = np.nan
+        r[cols] = chunk
     return r
 
 
@@ -105,13 +119,21 @@ def r2_score(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
         Can be negative (a prediction worse than the mean of ``y``).
     """
     pred2, y2 = _check_pair(pred, y)
-    finite = np.isfinite(pred2).all(axis=0) & np.isfinite(y2).all(axis=0)
-    y_safe = np.where(finite, y2, 0.0)
-    p_safe = np.where(finite, pred2, 0.0)
+    r2 = np.full(y2.shape[1], np.nan)
+    for cols in _column_chunks(*y2.shape):
+        r2[cols] = _r2_columns(pred2[:, cols].astype(np.float64), y2[:, cols].astype(np.float64))
+    return r2
+
+
+def _r2_columns(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`r2_score` of float64 columns."""
+    finite = np.isfinite(pred).all(axis=0) & np.isfinite(y).all(axis=0)
+    y_safe = np.where(finite, y, 0.0)
+    p_safe = np.where(finite, pred, 0.0)
     valid = finite & (y_safe.max(axis=0) > y_safe.min(axis=0))
     ss_res = ((y_safe - p_safe) ** 2).sum(axis=0)
     ss_tot = ((y_safe - y_safe.mean(axis=0)) ** 2).sum(axis=0)
-    r2 = np.full(y2.shape[1], np.nan)
+    r2 = np.full(y.shape[1], np.nan)
     r2[valid] = 1.0 - ss_res[valid] / ss_tot[valid]
     return r2
 
@@ -235,6 +257,12 @@ def block_permutation_pvalues(
     batch of voxels, after which a permutation costs a sum over blocks instead
     of a sum over TRs.
 
+    The permutations depend only on the series layout and ``seed``, never on
+    the voxels, and each voxel's p-value only on its own two columns: voxels
+    may be tested in batches of any size (and float32 input is widened to
+    float64 one batch at a time), with the same result as testing them all at
+    once.
+
     Parameters
     ----------
     pred, y : ndarray of shape (n_trs, n_voxels) or (n_trs,)
@@ -268,8 +296,8 @@ def block_permutation_pvalues(
     pvalues = np.full(n_voxels, np.nan)
     for v0 in range(0, n_voxels, n_voxels_batch):
         cols = slice(v0, min(v0 + n_voxels_batch, n_voxels))
-        zp, valid_p = _zscore_columns(pred2[:, cols])
-        zy, valid_y = _zscore_columns(y2[:, cols])
+        zp, valid_p = _zscore_columns(pred2[:, cols].astype(np.float64))
+        zy, valid_y = _zscore_columns(y2[:, cols].astype(np.float64))
         n_batch = zy.shape[1]
         yb = zy[block_trs].reshape(n_blocks, block_length, n_batch)
         pb = zp[block_trs].reshape(n_blocks, block_length, n_batch)

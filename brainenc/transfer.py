@@ -19,18 +19,29 @@ Held-out runs
 
 Inside every fit, the regularisation of each voxel is chosen by
 leave-one-run-out cross-validation over the training runs.
+
+Memory
+    Each training design is factorised once
+    (:meth:`brainenc.encoding.VoxelwiseRidge.factor`); then voxels go through
+    in batches: a batch is fitted, predicted in all four directions, scored
+    (r, R², permutation p-values) and discarded before the next one. Apart
+    from the loaded responses, memory is set by the batch size, not by the
+    number of voxels. A voxel's results do not depend on its batch: the
+    permutations come from the seed and the run layout alone.
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from brainenc.checks import check_analysis_options
 from brainenc.design import build_design, get_preset, zscore_columns
-from brainenc.encoding import VoxelwiseRidge
+from brainenc.encoding import FactoredDesign, VoxelwiseRidge
 from brainenc.errors import BrainencInputError
 from brainenc.io.dataset import MODALITIES, Dataset, Run
 from brainenc.io.features import FeatureSpace, find_feature_space
@@ -59,9 +70,17 @@ class ModalityData:
 
     def stack(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Rows of the runs at ``indices``, concatenated in that order."""
-        X = np.concatenate([self.designs[i] for i in indices])
-        Y = np.concatenate([self.responses[i] for i in indices])
+        X = self.stack_designs(indices)
+        Y = self.stack_responses(indices, slice(None))
         return X, Y, [len(self.designs[i]) for i in indices]
+
+    def stack_designs(self, indices: Sequence[int]) -> np.ndarray:
+        """Design rows of the runs at ``indices``, concatenated in that order."""
+        return np.concatenate([self.designs[i] for i in indices])
+
+    def stack_responses(self, indices: Sequence[int], columns: slice) -> np.ndarray:
+        """Response rows of the runs at ``indices`` for the voxels ``columns``."""
+        return np.concatenate([self.responses[i][:, columns] for i in indices])
 
 
 def load_modality(runs: Sequence[Run], space: FeatureSpace, preset) -> ModalityData:
@@ -92,9 +111,168 @@ def _select_runs(runs: list[Run], names: Sequence[str] | None, modality: str) ->
     return [known[name] for name in names]
 
 
+Folds = list[tuple[list[int], list[int]]]
+
+
+def _outer_folds(runs: list[Run], chosen: list[int] | None, modality: str, subject: str,
+                 root: Path) -> Folds:
+    """(training, test) run indices of each model trained on ``modality``.
+
+    Every training set needs at least 2 runs, because the alphas are chosen by
+    leave-one-run-out over the training runs.
+    """
+    names = [run.name for run in runs]
+
+    def listed(indices) -> str:
+        return ", ".join(names[i] for i in indices) or "none"
+
+    if chosen is None:
+        if len(runs) < 3:
+            raise BrainencInputError(
+                root,
+                f"subject {subject} has {len(runs)} {modality} run(s) ({listed(range(len(runs)))}); "
+                f"leave-one-run-out testing needs at least 3 {modality} runs, because each test "
+                f"run's model is trained on the other runs and chooses its alphas by "
+                f"leave-one-run-out over them, which takes at least 2 training runs",
+            )
+        return [([j for j in range(len(runs)) if j != i], [i]) for i in range(len(runs))]
+    train = [j for j in range(len(runs)) if j not in chosen]
+    if len(train) < 2:
+        raise BrainencInputError(
+            root,
+            f"subject {subject} has {len(runs)} {modality} run(s) ({listed(range(len(runs)))}) and "
+            f"{len(chosen)} of them are test runs ({listed(chosen)}), leaving {len(train)} for "
+            f"training ({listed(train)}); at least 2 {modality} training runs are needed to choose "
+            f"the alphas by leave-one-run-out",
+        )
+    return [(train, chosen)]
+
+
+def _other(modality: str) -> str:
+    return "movie" if modality == "story" else "story"
+
+
+def _warn_if_too_few_permutations(n_tested: int, n_permutations: int, fdr_q: float) -> None:
+    """Warn when the permutation resolution cannot reach what FDR at ``fdr_q`` needs."""
+    if n_permutations <= 0:
+        return
+    # the smallest attainable p is 1/(n+1); BH flags k voxels only if k/m * q reaches it
+    needed = n_tested / (fdr_q * (n_permutations + 1))
+    if needed > 0.05 * n_tested:
+        warnings.warn(
+            f"with {n_permutations} permutations the smallest p-value is "
+            f"1/{n_permutations + 1}: FDR at q={fdr_q} can flag voxels only if at least "
+            f"{int(np.ceil(needed))} of {n_tested} reach it; use more permutations",
+            stacklevel=3,
+        )
+
+
 def _constant_voxels(data: ModalityData) -> np.ndarray:
     """Voxels that are constant within every run of a modality."""
     return np.all([np.all(Y == 0, axis=0) for Y in data.responses], axis=0)
+
+
+@dataclass
+class _ModalityModels:
+    """The factorised training sets of one modality and what their models predict.
+
+    ``factored[k]`` is the design of ``folds[k]``'s training runs; the fold
+    models predict their own test runs (``X_tests[k]``) and, averaged, the
+    other modality's runs ``cross_idx`` (``X_cross``).
+    """
+
+    folds: Folds
+    factored: list[FactoredDesign]
+    X_tests: list[np.ndarray]
+    cross_idx: list[int]
+    X_cross: np.ndarray
+
+    @property
+    def test_idx(self) -> list[int]:
+        return [i for _, test in self.folds for i in test]
+
+
+def _factor_modality(own: ModalityData, cross: ModalityData, folds: Folds, cross_idx: list[int],
+                     model: VoxelwiseRidge, desc: str, progress: bool) -> _ModalityModels:
+    """Factorise the training design of every fold (the part of each fit shared by all voxels)."""
+    factored = []
+    for train, _ in tqdm(folds, desc=desc, disable=not progress, leave=False):
+        lengths = [own.run_lengths[i] for i in train]
+        factored.append(model.factor(own.stack_designs(train), runs=lengths))
+    X_tests = [own.stack_designs(test) for _, test in folds]
+    return _ModalityModels(folds, factored, X_tests, cross_idx, cross.stack_designs(cross_idx))
+
+
+def _predict_voxels(models: _ModalityModels, own: ModalityData,
+                    columns: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Within and cross predictions for the voxels ``columns``, and the median selected alphas.
+
+    Each fold's model predicts its own test runs; the mean of the fold
+    weights (accumulated in float64) predicts the other modality.
+    """
+    within, alphas, coef_sum = [], [], None
+    for (train, _), factored, X_test in zip(models.folds, models.factored, models.X_tests, strict=True):
+        solution = factored.solve(own.stack_responses(train, columns))
+        within.append(X_test @ solution.coef)
+        alphas.append(solution.best_alphas)
+        coef = solution.coef
+        coef_sum = coef.astype(np.float64) if coef_sum is None else coef_sum + coef
+    coef_mean = (coef_sum / len(models.folds)).astype(np.float32)
+    return np.concatenate(within), models.X_cross @ coef_mean, np.median(np.stack(alphas), axis=0)
+
+
+def _score_voxels(pred: np.ndarray, Y: np.ndarray, lengths: list[int], n_permutations: int,
+                  block_length: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """r, R² and block-permutation p-values (NaN without permutations) of one voxel batch."""
+    r = pearson_r(pred, Y)
+    r2 = r2_score(pred, Y)
+    if n_permutations > 0:
+        # the permutations depend on the seed and the run layout only: every batch gets the same
+        p = block_permutation_pvalues(pred, Y, n_permutations=n_permutations,
+                                      block_length=block_length, seed=seed, run_lengths=lengths)
+    else:
+        p = np.full(len(r), np.nan)
+    return r, r2, p
+
+
+@dataclass
+class _VoxelScores:
+    """Per-voxel outputs of every direction (and each modality's alphas), filled batch by batch."""
+
+    r: dict[str, np.ndarray]
+    r2: dict[str, np.ndarray]
+    pvalues: dict[str, np.ndarray]
+    alphas: dict[str, np.ndarray]
+
+    @classmethod
+    def empty(cls, n_voxels: int) -> "_VoxelScores":
+        def nan_per(keys) -> dict[str, np.ndarray]:
+            return {key: np.full(n_voxels, np.nan) for key in keys}
+
+        return cls(nan_per(DIRECTIONS), nan_per(DIRECTIONS), nan_per(DIRECTIONS), nan_per(MODALITIES))
+
+
+def _fit_and_score(models: dict[str, _ModalityModels], data: dict[str, ModalityData], columns: slice,
+                   constant: np.ndarray, scores: _VoxelScores, **test) -> None:
+    """Fit the voxels ``columns``, predict them in all four directions and score them.
+
+    ``constant`` marks the batch's voxels that get NaN scores; ``test`` holds
+    the permutation settings of :func:`_score_voxels`.
+    """
+    for modality in MODALITIES:
+        other = _other(modality)
+        own = models[modality]
+        within, across, scores.alphas[modality][columns] = _predict_voxels(own, data[modality], columns)
+        targets = {
+            f"{modality}_to_{modality}": (within, data[modality], own.test_idx),
+            f"{modality}_to_{other}": (across, data[other], own.cross_idx),
+        }
+        for direction, (pred, target, indices) in targets.items():
+            pred[:, constant] = np.nan
+            Y = target.stack_responses(indices, columns)
+            lengths = [target.run_lengths[i] for i in indices]
+            (scores.r[direction][columns], scores.r2[direction][columns],
+             scores.pvalues[direction][columns]) = _score_voxels(pred, Y, lengths, **test)
 
 
 def run_transfer(
@@ -141,7 +319,9 @@ def run_transfer(
     backend : str
         himalaya backend (``"auto"``: GPU when present).
     n_targets_batch : int
-        Voxels solved at once (memory bound).
+        Voxels fitted, predicted and scored at once. Memory grows with this
+        batch (predictions, scores and permutation tests of one batch at a
+        time), not with the number of voxels; the results do not depend on it.
     seed : int
         Seed of the permutations.
     progress : bool
@@ -151,17 +331,23 @@ def run_transfer(
     -------
     TransferResult
     """
+    check_analysis_options(n_permutations=n_permutations, block_length=block_length,
+                           fdr_q=fdr_q, alphas=alphas, seed=seed,
+                           n_targets_batch=n_targets_batch, score_func=score_func,
+                           backend=backend)
     design_preset = get_preset(preset or dataset.preset)
     alpha_grid = np.asarray(alphas if alphas is not None else design_preset.alphas, dtype=float)
     space = features if isinstance(features, FeatureSpace) else find_feature_space(
         features, dataset.feature_root)
 
-    data: dict[str, ModalityData] = {}
+    runs = {m: dataset.runs_for(subject, m) for m in MODALITIES}
     for modality in MODALITIES:
-        runs = dataset.runs_for(subject, modality)
-        if not runs:
+        if not runs[modality]:
             raise ValueError(f"subject {subject} has no {modality} runs in {dataset.root}")
-        data[modality] = load_modality(runs, space, design_preset)
+    chosen = {m: _select_runs(runs[m], None if test_runs is None else test_runs.get(m), m)
+              for m in MODALITIES}
+    folds = {m: _outer_folds(runs[m], chosen[m], m, subject, dataset.root) for m in MODALITIES}
+    data = {m: load_modality(runs[m], space, design_preset) for m in MODALITIES}
     widths = {m: d.designs[0].shape[1] for m, d in data.items()}
     if widths["story"] != widths["movie"]:
         raise BrainencInputError(
@@ -182,84 +368,35 @@ def run_transfer(
             "modality; their scores are NaN",
             stacklevel=2,
         )
+    _warn_if_too_few_permutations(int(np.sum(~constant)), n_permutations, fdr_q)
 
-    n_total = int(np.sum(~constant))
-    if n_permutations > 0:
-        # the smallest attainable p is 1/(n+1); BH flags k voxels only if k/m * q reaches it
-        needed = n_total / (fdr_q * (n_permutations + 1))
-        if needed > 0.05 * n_total:
-            warnings.warn(
-                f"with {n_permutations} permutations the smallest p-value is "
-                f"1/{n_permutations + 1}: FDR at q={fdr_q} can flag voxels only if at least "
-                f"{int(np.ceil(needed))} of {n_total} reach it; use more permutations",
-                stacklevel=2,
-            )
-
-    def new_model() -> VoxelwiseRidge:
-        return VoxelwiseRidge(alphas=alpha_grid, score_func=score_func, backend=backend,
-                              n_targets_batch=n_targets_batch, warn_constant=False)
-
-    predictions: dict[str, np.ndarray] = {}
-    targets: dict[str, tuple[np.ndarray, list[int]]] = {}
-    selected_alphas: dict[str, np.ndarray] = {}
-    split = {}
+    model = VoxelwiseRidge(alphas=alpha_grid, score_func=score_func, backend=backend,
+                           n_targets_batch=n_targets_batch, warn_constant=False)
+    models, split = {}, {}
     for modality in MODALITIES:
-        other = "movie" if modality == "story" else "story"
-        own, cross = data[modality], data[other]
-        chosen = _select_runs(own.runs, None if test_runs is None else test_runs.get(modality), modality)
-        cross_chosen = _select_runs(cross.runs, None if test_runs is None else test_runs.get(other), other)
-        if chosen is None:
-            folds = [([j for j in range(len(own.runs)) if j != i], [i]) for i in range(len(own.runs))]
-        else:
-            folds = [([j for j in range(len(own.runs)) if j not in chosen], chosen)]
-        if any(len(train) < 2 for train, _ in folds):
-            raise ValueError(
-                f"subject {subject}: training on {modality} needs at least 2 training runs "
-                f"(for leave-one-run-out alpha selection), has {len(own.runs)} {modality} runs"
-            )
-        cross_idx = list(range(len(cross.runs))) if cross_chosen is None else cross_chosen
-        X_cross, Y_cross, cross_lengths = cross.stack(cross_idx)
-        within_pred, within_true, within_lengths = [], [], []
-        coef_sum = None
-        alphas_folds = []
-        for train, test in tqdm(folds, desc=f"{subject} {space.name}: fit on {modality}",
-                                disable=not progress, leave=False):
-            X_train, Y_train, lengths = own.stack(train)
-            model = new_model().fit(X_train, Y_train, runs=lengths)
-            X_test, Y_test, test_lengths = own.stack(test)
-            within_pred.append(model.predict(X_test))
-            within_true.append(Y_test)
-            within_lengths += test_lengths
-            coef_sum = model.coef_.astype(np.float64) if coef_sum is None else coef_sum + model.coef_
-            alphas_folds.append(model.best_alphas_)
-        coef_mean = (coef_sum / len(folds)).astype(np.float32)
-        within = f"{modality}_to_{modality}"
-        across = f"{modality}_to_{other}"
-        predictions[within] = np.concatenate(within_pred)
-        targets[within] = (np.concatenate(within_true), within_lengths)
-        predictions[across] = X_cross @ coef_mean
-        targets[across] = (Y_cross, cross_lengths)
-        selected_alphas[modality] = np.median(np.stack(alphas_folds), axis=0)
+        other = _other(modality)
+        cross_idx = chosen[other] if chosen[other] is not None else list(range(len(runs[other])))
+        models[modality] = _factor_modality(
+            data[modality], data[other], folds[modality], cross_idx, model,
+            f"{subject} {space.name}: factor {modality} designs", progress)
         split[modality] = {
-            "test_runs": [[own.runs[i].name for i in test] for _, test in folds],
-            "cross_test_runs": [cross.runs[i].name for i in cross_idx],
+            "test_runs": [[runs[modality][i].name for i in test] for _, test in folds[modality]],
+            "cross_test_runs": [runs[other][i].name for i in cross_idx],
         }
 
-    r, r2, pvalues, significant, summaries = {}, {}, {}, {}, []
-    for direction in tqdm(DIRECTIONS, desc=f"{subject} {space.name}: statistics",
-                          disable=not progress, leave=False):
-        pred, (Y, lengths) = predictions[direction], targets[direction]
-        pred[:, constant] = np.nan
-        r[direction] = pearson_r(pred, Y)
-        r2[direction] = r2_score(pred, Y)
-        if n_permutations > 0:
-            pvalues[direction] = block_permutation_pvalues(
-                pred, Y, n_permutations=n_permutations, block_length=block_length,
-                seed=seed, run_lengths=lengths)
-        else:
-            pvalues[direction] = np.full(len(r[direction]), np.nan)
-        significant[direction] = fdr_bh(pvalues[direction], q=fdr_q)
-        summaries.append(summarize_direction(direction, r[direction], significant[direction], fdr_q))
+    # Fit, predict and score one batch of voxels at a time: memory is bounded by the
+    # batch, never by TRs × all voxels.
+    n_all = int(n_voxels["story"])
+    scores = _VoxelScores.empty(n_all)
+    batches = [slice(v0, min(v0 + n_targets_batch, n_all)) for v0 in range(0, n_all, n_targets_batch)]
+    for columns in tqdm(batches, desc=f"{subject} {space.name}: fit and score voxel batches",
+                        disable=not progress, leave=False):
+        _fit_and_score(models, data, columns, constant[columns], scores,
+                       n_permutations=n_permutations, block_length=block_length, seed=seed)
+    r, r2, pvalues, selected_alphas = scores.r, scores.r2, scores.pvalues, scores.alphas
+
+    significant = {d: fdr_bh(pvalues[d], q=fdr_q) for d in DIRECTIONS}
+    summaries = [summarize_direction(d, r[d], significant[d], fdr_q) for d in DIRECTIONS]
 
     first = data["story"].runs[0]
     settings = {

@@ -183,3 +183,10 @@ def test_demo_passes_its_statistics_options_on(tmp_path, monkeypatch):
     assert seen[0]["fdr_q"] == 0.5 and seen[0]["block_length"] == 3
     assert seen[0]["n_permutations"] == 7
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_transfer_checks_its_options_too(dataset):
+    from brainenc.io.layouts import load_dataset
+
+    with pytest.raises(BrainencInputError, match="--n-permutations"):
+        brainenc.transfer.run_transfer(load_dataset(dataset), "s1", "feats", n_permutations=-5)

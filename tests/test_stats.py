@@ -127,6 +127,21 @@ def test_block_permutation_pvalues_equal_literal_permutation(run_lengths, within
     assert len(np.unique(got[np.isfinite(got)])) > 4
 
 
+def test_block_permutation_pvalues_of_column_batches_equal_the_whole():
+    """Callers may test voxels batch by batch: a voxel's p-value ignores its neighbours."""
+    n_trs, n_vox, n_perm = 120, 23, 400
+    pred = _noise((n_trs, n_vox), 12).astype(np.float32)
+    y = (pred * np.linspace(0.0, 0.5, n_vox) + _noise((n_trs, n_vox), 13)).astype(np.float32)
+    kwargs = dict(n_permutations=n_perm, block_length=10, seed=3, run_lengths=[50, 70])
+    whole = stats.block_permutation_pvalues(pred, y, **kwargs)
+    batches = [slice(0, 7), slice(7, 14), slice(14, 21), slice(21, 23)]
+    batched = np.concatenate([stats.block_permutation_pvalues(pred[:, b], y[:, b], **kwargs) for b in batches])
+    np.testing.assert_array_equal(batched, whole)
+    order = stats.block_permutations(n_trs, n_permutations=n_perm, block_length=10, seed=3, run_lengths=[50, 70])
+    np.testing.assert_array_equal(whole, _reference_pvalues(pred.astype(np.float64), y.astype(np.float64), order))
+    assert len(np.unique(whole)) > 5
+
+
 def test_block_permutation_pvalues_are_uniform_under_the_null():
     n_perm = 200
     pred = _noise((100, 2000), 20)
