@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_permutation.py
 	$(BIN)/python benchmarks/bench_extract.py
 	$(BIN)/python benchmarks/bench_fusion.py
+	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_wide.py
 
 clean:
 	rm -rf $(VENV) demo_output
