@@ -10,7 +10,7 @@ from brainenc.cli import main
 from brainenc.errors import BrainencInputError
 from brainenc.io.features import find_feature_space, read_stimulus_features
 from tests.conftest import make_manifest_dataset
-from tests.safety import tree_state
+from tests.safety import assert_refused, tree_state
 
 
 @pytest.fixture
@@ -33,11 +33,7 @@ def _transfer(dataset, out, *extra):
 
 
 def _check_refused(capsys, code, tmp_path, before, *fragments):
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, err
+    err = assert_refused(capsys, code, *fragments)
     assert tree_state(tmp_path) == before
     return err
 

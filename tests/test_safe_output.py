@@ -16,7 +16,7 @@ from brainenc.cli import main
 from brainenc.errors import BrainencInputError
 from brainenc.io.output import MARKER_NAME, STAGING_NAME, clean_leftovers, output_folder
 from tests.conftest import make_manifest_dataset
-from tests.safety import tree_state
+from tests.safety import assert_refused, tree_state
 
 
 def _transfer(dataset: Path, out, *extra: str) -> int:
@@ -29,57 +29,48 @@ def dataset(tmp_path) -> Path:
     return make_manifest_dataset(tmp_path / "ds", n_runs=3, n_trs=40, n_voxels=6)
 
 
-def _refused(capsys, code: int, *fragments: str) -> str:
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
-
-
 def test_out_equal_to_the_dataset_is_refused_and_nothing_changes(dataset, capsys):
     before = tree_state(dataset)
-    _refused(capsys, _transfer(dataset, dataset), "input being read")
+    assert_refused(capsys, _transfer(dataset, dataset), "input being read")
     assert tree_state(dataset) == before
 
 
-def test_out_holding_the_dataset_is_refused(dataset, tmp_path, capsys):
+def test_out_holding_the_dataset_isassert_refused(dataset, tmp_path, capsys):
     (tmp_path / "unrelated.txt").write_text("keep me")
     before = tree_state(tmp_path)
-    _refused(capsys, _transfer(dataset, tmp_path), "contains an input")
+    assert_refused(capsys, _transfer(dataset, tmp_path), "contains an input")
     assert tree_state(tmp_path) == before
 
 
-def test_out_inside_a_feature_space_or_the_dataset_is_refused(dataset, capsys):
+def test_out_inside_a_feature_space_or_the_dataset_isassert_refused(dataset, capsys):
     before = tree_state(dataset)
-    _refused(capsys, _transfer(dataset, dataset / "features" / "feats"), "input being read")
-    _refused(capsys, _transfer(dataset, dataset / "results"), "lies inside an input")
+    assert_refused(capsys, _transfer(dataset, dataset / "features" / "feats"), "input being read")
+    assert_refused(capsys, _transfer(dataset, dataset / "results"), "lies inside an input")
     assert tree_state(dataset) == before
 
 
-def test_existing_folder_of_the_user_is_refused(dataset, tmp_path, capsys):
+def test_existing_folder_of_the_user_isassert_refused(dataset, tmp_path, capsys):
     out = tmp_path / "mine"
     (out / "old_figs").mkdir(parents=True)
     (out / "notes.txt").write_text("my notes")
     (out / "old_figs" / "a.png").write_bytes(b"\x89PNG")
     before = tree_state(out)
-    _refused(capsys, _transfer(dataset, out), "not a brainenc result", str(out))
-    _refused(capsys, _transfer(dataset, out, "--overwrite"), "not a brainenc result")
+    assert_refused(capsys, _transfer(dataset, out), "not a brainenc result", str(out))
+    assert_refused(capsys, _transfer(dataset, out, "--overwrite"), "not a brainenc result")
     assert tree_state(out) == before
 
 
-def test_out_that_is_a_file_or_the_current_folder_is_refused(dataset, tmp_path, capsys,
+def test_out_that_is_a_file_or_the_current_folder_isassert_refused(dataset, tmp_path, capsys,
                                                                monkeypatch):
     target = tmp_path / "result.txt"
     target.write_text("a file")
-    _refused(capsys, _transfer(dataset, target, "--overwrite"), "not a folder")
+    assert_refused(capsys, _transfer(dataset, target, "--overwrite"), "not a folder")
     assert target.read_text() == "a file"
     here = tmp_path / "work"
     here.mkdir()
     monkeypatch.chdir(here)
-    _refused(capsys, _transfer(dataset, "."), "current folder")
-    _refused(capsys, _transfer(dataset, tmp_path), "current folder")
+    assert_refused(capsys, _transfer(dataset, "."), "current folder")
+    assert_refused(capsys, _transfer(dataset, tmp_path), "current folder")
     assert list(here.iterdir()) == []
 
 
@@ -90,16 +81,16 @@ def test_unwritable_parent_is_refused_before_any_fit(dataset, tmp_path, capsys, 
         raise AssertionError("the analysis ran")
 
     monkeypatch.setattr(brainenc.transfer, "run_transfer", never)
-    _refused(capsys, _transfer(dataset, "/proc/brainenc-results"), "/proc")
+    assert_refused(capsys, _transfer(dataset, "/proc/brainenc-results"), "/proc")
     blocker = tmp_path / "plain_file"
     blocker.write_text("x")
-    _refused(capsys, _transfer(dataset, blocker / "sub" / "out"), "is a file")
+    assert_refused(capsys, _transfer(dataset, blocker / "sub" / "out"), "is a file")
     if os.geteuid() != 0:  # root writes into read-only folders
         locked = tmp_path / "locked"
         locked.mkdir()
         locked.chmod(0o500)
         try:
-            _refused(capsys, _transfer(dataset, locked / "out"), "not writable")
+            assert_refused(capsys, _transfer(dataset, locked / "out"), "not writable")
         finally:
             locked.chmod(0o700)
 
@@ -112,7 +103,7 @@ def test_previous_result_needs_overwrite_and_only_it_is_replaced(dataset, tmp_pa
     (tmp_path / "beside.txt").write_text("beside")
     before = tree_state(tmp_path)
     capsys.readouterr()
-    _refused(capsys, _transfer(dataset, out), "--overwrite")
+    assert_refused(capsys, _transfer(dataset, out), "--overwrite")
     assert tree_state(tmp_path) == before
     assert _transfer(dataset, out, "--overwrite", "--seed", "3") == 0
     settings = json.loads((out / "summary.json").read_text())["results"][0]["settings"]
@@ -123,7 +114,7 @@ def test_previous_result_needs_overwrite_and_only_it_is_replaced(dataset, tmp_pa
     (out / "notes.txt").write_text("mine")
     before = tree_state(out)
     capsys.readouterr()
-    _refused(capsys, _transfer(dataset, out, "--overwrite"), "notes.txt")
+    assert_refused(capsys, _transfer(dataset, out, "--overwrite"), "notes.txt")
     assert tree_state(out) == before
 
 
@@ -135,7 +126,7 @@ def test_failure_during_the_analysis_leaves_no_trace(dataset, tmp_path, capsys, 
 
     monkeypatch.setattr(brainenc.transfer, "run_transfer", broken)
     before = tree_state(tmp_path)
-    _refused(capsys, _transfer(dataset, tmp_path / "new" / "deeper"), "planted failure")
+    assert_refused(capsys, _transfer(dataset, tmp_path / "new" / "deeper"), "planted failure")
     assert tree_state(tmp_path) == before
 
 
@@ -223,28 +214,28 @@ def test_simulate_follows_the_same_rules(tmp_path, capsys):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("x")
-    _refused(capsys, main(["simulate", str(occupied), "--overwrite"]), "not a brainenc result")
+    assert_refused(capsys, main(["simulate", str(occupied), "--overwrite"]), "not a brainenc result")
     assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
     out = tmp_path / "sim"
     args = ["simulate", str(out), "--n-stories", "1", "--n-movies", "1"]
     assert main(args) == 0
     before = tree_state(out)
     capsys.readouterr()
-    _refused(capsys, main(args), "--overwrite")
+    assert_refused(capsys, main(args), "--overwrite")
     assert tree_state(out) == before
     assert main(args + ["--overwrite", "--seed", "1"]) == 0
     assert tree_state(out) != before
     # a transfer result is never replaced by a simulation
     assert _transfer(make_manifest_dataset(tmp_path / "ds"), tmp_path / "res") == 0
     capsys.readouterr()
-    _refused(capsys, main(["simulate", str(tmp_path / "res"), "--overwrite"]), "'transfer'")
+    assert_refused(capsys, main(["simulate", str(tmp_path / "res"), "--overwrite"]), "'transfer'")
 
 
 def test_demo_refuses_a_user_folder(tmp_path, capsys):
     out = tmp_path / "demo"
     out.mkdir()
     (out / "thesis.tex").write_text("years of work")
-    _refused(capsys, main(["demo", "--out", str(out), "--overwrite", "--quiet"]),
+    assert_refused(capsys, main(["demo", "--out", str(out), "--overwrite", "--quiet"]),
              "not a brainenc result")
     assert [p.name for p in out.iterdir()] == ["thesis.tex"]
 
@@ -256,14 +247,14 @@ def test_extract_out_rules(dataset, tmp_path, capsys):
         return main(["extract", "--dataset", str(dataset), "--model", str(tmp_path / "nomodel"),
                      "--out", str(out), "--quiet"])
 
-    _refused(capsys, extract(dataset), "dataset")
-    _refused(capsys, extract(tmp_path), "dataset")
-    _refused(capsys, extract(dataset / "features" / "feats"), "holds .hf5 files")
-    _refused(capsys, extract(dataset / "elsewhere"), "inside the dataset")
+    assert_refused(capsys, extract(dataset), "dataset")
+    assert_refused(capsys, extract(tmp_path), "dataset")
+    assert_refused(capsys, extract(dataset / "features" / "feats"), "holds .hf5 files")
+    assert_refused(capsys, extract(dataset / "elsewhere"), "inside the dataset")
     papers = tmp_path / "papers"
     papers.mkdir()
     (papers / "draft.pdf").write_bytes(b"%PDF")
-    _refused(capsys, extract(papers), "draft.pdf")
+    assert_refused(capsys, extract(papers), "draft.pdf")
     (papers / "draft.pdf").unlink()
     papers.rmdir()
     assert tree_state(tmp_path) == before
@@ -295,9 +286,9 @@ def test_extract_never_replaces_feature_files_it_did_not_write(tmp_path, capsys)
     before = tree_state(tmp_path)
     args = ["extract", "--dataset", str(info.root), "--model", str(model), "--layers", "-1",
             "--modality", "story", "--device", "cpu", "--quiet"]
-    _refused(capsys, main(args), "story02.hf5", "did not write")
+    assert_refused(capsys, main(args), "story02.hf5", "did not write")
     assert tree_state(tmp_path) == before
-    _refused(capsys, main(args + ["--revision", "v1"]), "revision")
+    assert_refused(capsys, main(args + ["--revision", "v1"]), "revision")
     assert tree_state(tmp_path) == before
     mine.unlink()
     assert main(args + ["--tier", "0"]) == 0
