@@ -70,8 +70,8 @@ def _backend_problem(backend: str) -> str | None:
 
     try:
         resolve_backend(backend)
-    except (ValueError, ImportError) as error:
-        return f"--backend: {error}"
+    except (ValueError, ImportError, RuntimeError) as error:
+        return f"--backend {backend}: {error}"
     if backend == "torch_cuda":
         import torch
 
@@ -105,13 +105,43 @@ class _Width:
     path: Path
 
 
+#: Fraction of a run's events that may fall outside its scan before a warning.
+OUTSIDE_SCAN_FRACTION = 0.05
+#: An analysed stretch without events longer than this (s, and fraction of the
+#: analysed scan) at its start or end is warned about.
+UNCOVERED_SECONDS, UNCOVERED_FRACTION = 30.0, 0.2
+
+
 def _check_features(run: Run, space: FeatureSpace) -> _Width:
     features = space.load(run.stimulus)
     if features.level == "tr" and len(features.data) != run.n_trs:
         raise BrainencInputError(
             features.path, f"TR-level features have {len(features.data)} rows but run "
             f"{run.name!r} has {run.n_trs} analysed volumes; expected one row per volume")
+    if features.level == "event":
+        _warn_if_misaligned(features.times, run, features.path)
     return _Width(features.n_features, features.path)
+
+
+def _warn_if_misaligned(times, run: Run, path: Path) -> None:
+    """Warn when event times and the run's scan do not line up (shifted or wrong stimulus)."""
+    from brainenc.errors import warn_input
+
+    grid, analysed = run.tr_grid, run.response_grid
+    start, end = grid.times[0] - grid.tr, grid.times[-1] + grid.tr
+    outside = int(((times < start) | (times > end)).sum())
+    where = (f"run {run.name!r} of subject {run.subject} (scan {start:.1f} to {end:.1f} s on "
+             "the stimulus clock)")
+    if outside > OUTSIDE_SCAN_FRACTION * len(times):
+        warn_input(f"{path}: {outside} of {len(times)} event times fall outside {where}; "
+                   "are the times shifted, in other units, or from another stimulus?")
+    first, last = analysed.times[0], analysed.times[-1]
+    allowed = max(UNCOVERED_SECONDS, UNCOVERED_FRACTION * (last - first))
+    gaps = {"first": times.min() - first, "last": last - times.max()}
+    for side, gap in gaps.items():
+        if gap > allowed:
+            warn_input(f"{path}: the {side} {gap:.0f} s of the analysed volumes of {where} "
+                       "have no events; are the times shifted or the transcript incomplete?")
 
 
 def _check_widths(widths: dict[str, list[_Width]], space: FeatureSpace,

@@ -249,6 +249,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _interrupt(signum, frame) -> None:
+    # further signals would interrupt the clean-up itself: ignore them from now on
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -266,10 +269,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
-    previous_term = signal.getsignal(signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         # a batch scheduler ends jobs with SIGTERM: clean up as for Ctrl-C
-        signal.signal(signal.SIGTERM, _interrupt)
+        for signum, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # a shell's background job ignores SIGINT
+                signal.signal(signum, _interrupt)
         with warnings.catch_warnings():
             warnings.simplefilter("always", BrainencInputWarning)
             warnings.showwarning = _show_warning
@@ -282,7 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"brainenc {args.command}: error: {_message(error)}", file=sys.stderr)
         return 2
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
+        # after a signal the process is ending: late repeats of it stay ignored
+        signalled = any(signal.getsignal(signum) is signal.SIG_IGN and handler is not signal.SIG_IGN
+                        for signum, handler in previous.items())
+        if not signalled:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 

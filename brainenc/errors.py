@@ -1,6 +1,7 @@
 """Exceptions raised on bad input."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 
@@ -24,3 +25,8 @@ class BrainencInputError(ValueError):
 
 class BrainencInputWarning(UserWarning):
     """Input that can be used but may give a wrong answer; the message names the file(s)."""
+
+
+def warn_input(message: str) -> None:
+    """Emit a :class:`BrainencInputWarning` shown at the caller's caller."""
+    warnings.warn(message, BrainencInputWarning, stacklevel=3)

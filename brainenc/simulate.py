@@ -819,6 +819,8 @@ def simulate_dataset(
     _check_params(out, layout, subject, n_stories, n_movies, snr, n_trs_per_run, tr,
                   noise_rho, n_features, (k_shared, k_lang, k_vis), fps, feature_noise,
                   regions_per_hemi, region_radius_deg, overwrite, movie_format, video_fps)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise BrainencInputError(out, f"seed (--seed) must be a whole number >= 0, got {seed!r}")
     out = check_output_folder(out, kind="simulate", overwrite=overwrite)
     if video_fps is None:
         video_fps = fps
@@ -926,6 +928,12 @@ def _check_params(out, layout, subject, n_stories, n_movies, snr, n_trs_per_run,
                   noise_rho, n_features, latent_dims, fps, feature_noise, regions_per_hemi,
                   region_radius_deg, overwrite, movie_format="frames", video_fps=None) -> None:
     problems = []
+    reals = {"snr": snr, "tr": tr, "noise_rho": noise_rho, "fps": fps,
+             "feature_noise": feature_noise, "video_fps": video_fps}
+    problems += [f"{name} must be a finite number, got {value}" for name, value in reals.items()
+                 if value is not None and not np.isfinite(value)]
+    if problems:
+        raise BrainencInputError(out, "; ".join(problems))
     if layout not in LAYOUTS:
         problems.append(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not subject or not subject.isalnum():

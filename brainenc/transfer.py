@@ -114,6 +114,20 @@ def _select_runs(runs: list[Run], names: Sequence[str] | None, modality: str) ->
 Folds = list[tuple[list[int], list[int]]]
 
 
+def _check_block_length(runs: dict[str, list[Run]], chosen: dict[str, list[int] | None],
+                        block_length: int) -> None:
+    """Every test set must hold at least 2 full permutation blocks (checked before any fit)."""
+    for modality, modality_runs in runs.items():
+        test = chosen[modality] if chosen[modality] is not None else range(len(modality_runs))
+        lengths = [modality_runs[i].n_trs for i in test]
+        if sum(n // block_length for n in lengths) < 2:
+            raise BrainencInputError(
+                None, f"--block-length {block_length}: the {modality} test runs hold "
+                f"{sum(lengths)} TRs ({', '.join(map(str, lengths))} per run), fewer than 2 "
+                f"full blocks of {block_length} TRs, so there is nothing to permute; use "
+                "shorter blocks")
+
+
 def _outer_folds(runs: list[Run], chosen: list[int] | None, modality: str, subject: str,
                  root: Path) -> Folds:
     """(training, test) run indices of each model trained on ``modality``.
@@ -347,6 +361,8 @@ def run_transfer(
     chosen = {m: _select_runs(runs[m], None if test_runs is None else test_runs.get(m), m)
               for m in MODALITIES}
     folds = {m: _outer_folds(runs[m], chosen[m], m, subject, dataset.root) for m in MODALITIES}
+    if n_permutations > 0:
+        _check_block_length(runs, chosen, block_length)
     data = {m: load_modality(runs[m], space, design_preset) for m in MODALITIES}
     widths = {m: d.designs[0].shape[1] for m, d in data.items()}
     if widths["story"] != widths["movie"]:

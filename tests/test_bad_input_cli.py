@@ -206,3 +206,59 @@ def test_too_few_runs_names_the_dataset_and_the_minimum(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err
     assert str(dataset) in err and "3" in err, err
     assert tree_state(tmp_path) == before
+
+
+def _sidecar(dataset: Path, run: str, hemi: str) -> Path:
+    return (dataset / "derivatives" / "fmriprep" / "sub-sim01" / "func"
+            / f"sub-sim01_task-{run}_hemi-{hemi}_space-fsaverage5_bold.json")
+
+
+def test_hemisphere_sidecars_that_disagree_on_the_tr_are_an_error(copy_of, tmp_path, capsys):
+    dataset = copy_of("bids")
+    _sidecar(dataset, "story03", "L").write_text(json.dumps({"RepetitionTime": 2.5}))
+    _assert_refused(tmp_path, dataset, capsys, "different RepetitionTime", "2.5 s", "2 s")
+
+
+def test_a_broken_second_sidecar_is_an_error(copy_of, tmp_path, capsys):
+    dataset = copy_of("bids")
+    broken = _sidecar(dataset, "story01", "R")
+    broken.write_text('{"RepetitionTime": 2.0,')
+    _assert_refused(tmp_path, dataset, capsys, broken.name, "invalid JSON")
+
+
+def test_gifti_time_step_that_disagrees_with_the_sidecar_warns(copy_of, tmp_path, capsys):
+    dataset = copy_of("bids")
+    surface = _sidecar(dataset, "movie01", "L").with_name(
+        "sub-sim01_task-movie01_hemi-L_space-fsaverage5_bold.func.gii")
+    image = nib.load(str(surface))
+    image.meta["TimeStep"] = "1500"
+    nib.save(image, str(surface))
+    _assert_warned_then_ran(tmp_path, dataset, capsys, "GIFTI TimeStep", surface.name)
+
+
+def test_swapped_hemisphere_files_are_an_error(copy_of, tmp_path, capsys):
+    dataset = copy_of("bids")
+    func = _sidecar(dataset, "story02", "L").parent
+    for hemi, structure in (("L", "CortexLeft"), ("R", "CortexRight")):
+        path = func / f"sub-sim01_task-story02_hemi-{hemi}_space-fsaverage5_bold.func.gii"
+        image = nib.load(str(path))
+        image.meta["AnatomicalStructurePrimary"] = structure
+        nib.save(image, str(path))
+    left, right = (func / f"sub-sim01_task-story02_hemi-{h}_space-fsaverage5_bold.func.gii"
+                   for h in "LR")
+    swap = left.with_suffix(".swap")
+    left.rename(swap)
+    right.rename(left)
+    swap.rename(right)
+    _assert_refused(tmp_path, dataset, capsys, left.name, "AnatomicalStructurePrimary=CortexRight",
+                    "swapped")
+
+
+def test_shifted_feature_times_warn(copy_of, tmp_path, capsys):
+    dataset = copy_of("huth")
+    path = dataset / "features" / "multimodal" / "story01.hf5"
+    with h5py.File(path, "r+") as f:
+        times = f["times"][()]
+        del f["times"]
+        f["times"] = times + 30.0
+    _assert_warned_then_ran(tmp_path, dataset, capsys, "story01.hf5", "fall outside run 'story01'")

@@ -186,3 +186,31 @@ def test_run_transfer_checks_its_options_too(dataset):
 
     with pytest.raises(BrainencInputError, match="--n-permutations"):
         brainenc.transfer.run_transfer(load_dataset(dataset), "s1", "feats", n_permutations=-5)
+
+
+def test_block_length_longer_than_the_test_runs_fails_before_any_fit(dataset, tmp_path,
+                                                                     capsys, no_fit):
+    before = tree_state(tmp_path)
+    code = _transfer(dataset, tmp_path / "out", "--features", "feats", "--block-length", "100000")
+    _check_refused(capsys, code, tmp_path, before, "--block-length 100000", "nothing to permute")
+
+
+def test_cuda_backend_without_a_gpu_is_a_clean_error(dataset, tmp_path, capsys, no_fit):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    before = tree_state(tmp_path)
+    code = _transfer(dataset, tmp_path / "out", "--features", "feats", "--backend", "torch_cuda")
+    _check_refused(capsys, code, tmp_path, before, "--backend torch_cuda")
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--snr", "nan", "snr must be a finite number"),
+    ("--snr", "inf", "snr must be a finite number"),
+    ("--seed", "-5", "--seed"),
+])
+def test_simulate_refuses_impossible_parameters(tmp_path, capsys, option, value, fragment):
+    code = main(["simulate", str(tmp_path / "sim"), option, value])
+    assert_refused(capsys, code, fragment)
+    assert list(tmp_path.iterdir()) == []

@@ -293,3 +293,43 @@ def test_extract_never_replaces_feature_files_it_did_not_write(tmp_path, capsys)
     mine.unlink()
     assert main(args + ["--tier", "0"]) == 0
     assert mine.is_file()
+
+
+def test_overwrite_keeps_folders_the_user_made_inside_a_result(dataset, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert _transfer(dataset, out) == 0
+    (out / "my_empty_folder").mkdir()
+    before = tree_state(out)
+    capsys.readouterr()
+    assert_refused(capsys, _transfer(dataset, out, "--overwrite"), "my_empty_folder/")
+    assert tree_state(out) == before
+
+
+def test_repeated_sigint_still_ends_cleanly(tmp_path):
+    dataset = make_manifest_dataset(tmp_path / "ds", n_runs=3, n_trs=200, n_voxels=3000)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "brainenc.cli", "transfer", "--dataset", str(dataset),
+         "--subject", "s1", "--features", "feats", "--out", str(out),
+         "--n-permutations", "100000", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    for _ in range(4):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_extract_out_inside_the_feature_root_or_home_is_refused(dataset, tmp_path, capsys):
+    before = tree_state(tmp_path)
+    for out in (dataset / "features" / "newroot", Path.home()):
+        code = main(["extract", "--dataset", str(dataset), "--model", str(tmp_path / "nomodel"),
+                     "--out", str(out), "--quiet"])
+        assert_refused(capsys, code, str(out))
+    assert tree_state(tmp_path) == before

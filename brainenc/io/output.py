@@ -94,15 +94,15 @@ def check_input_distance(out: Path, inputs: Iterable[str | Path], what: str) -> 
 
 
 def _foreign_files(folder: Path, marker: dict) -> list[str]:
-    """Files in ``folder`` that its marker does not list as written by brainenc."""
-    known = set(marker.get("files", [])) | {MARKER_NAME}
+    """Files and folders in ``folder`` that its marker does not list as brainenc's."""
+    files = set(marker.get("files", [])) | {MARKER_NAME}
+    folders = {parent.as_posix() for name in files for parent in Path(name).parents}
     found = []
     for path in sorted(folder.rglob("*")):
-        if path.is_dir() and not path.is_symlink():
-            continue
         relative = path.relative_to(folder).as_posix()
-        if relative not in known:
-            found.append(relative)
+        is_folder = path.is_dir() and not path.is_symlink()
+        if relative not in (folders if is_folder else files):
+            found.append(relative + ("/" if is_folder else ""))
     return found
 
 
@@ -129,7 +129,7 @@ def _check_existing(out: Path, kind: str, overwrite: bool, what: str) -> None:
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise BrainencInputError(
-            out, f"{what} holds files brainenc did not write ({shown}); move them away "
+            out, f"{what} holds files or folders brainenc did not write ({shown}); move them away "
             "before replacing the result, or choose a new folder")
 
 
@@ -220,7 +220,7 @@ def check_feature_root(
     Extraction only adds files (``<out>/<space>/<stimulus>.hf5``), so an
     existing feature root is fine. Refused: the current folder or a folder
     holding it, a file, the dataset root or a folder holding it, a folder inside
-    the dataset other than its own feature root (``default_root``), a folder
+    the dataset other than its own feature root (``default_root``) itself, a folder
     inside a feature space (one that holds ``.hf5`` files), a folder holding
     the ``inputs``, and an existing folder holding anything but sub-folders and
     hidden files (it is not a feature root).
@@ -230,20 +230,21 @@ def check_feature_root(
     if _is_within(here, path):
         raise BrainencInputError(path, f"{what} is or holds the current folder; name the "
                                        "folder that holds the feature spaces")
+    if path == Path(path.anchor) or path == _resolved(Path.home()):
+        raise BrainencInputError(path, f"{what} may not be a file-system root or the home folder")
     dataset_root = _resolved(dataset_root)
     features_home = None if default_root is None else _resolved(default_root)
     if _is_within(dataset_root, path):
         raise BrainencInputError(path, f"{what} is or holds the dataset {dataset_root}; "
                                        f"use the default ({features_home}) or a folder elsewhere")
-    if _is_within(path, dataset_root) and not (
-            features_home is not None and _is_within(path, features_home)):
-        raise BrainencInputError(path, f"{what} lies inside the dataset {dataset_root}; use "
-                                       f"the default ({features_home}) or a folder outside it")
     for folder in [path, *path.parents]:
         if folder.is_dir() and any(folder.glob("*.hf5")):
             raise BrainencInputError(
                 path, f"{folder} holds .hf5 files: it is a feature space (or a response "
                 f"folder), not the folder that holds feature spaces; name its parent")
+    if _is_within(path, dataset_root) and path != features_home:
+        raise BrainencInputError(path, f"{what} lies inside the dataset {dataset_root}; use "
+                                       f"the default ({features_home}) or a folder outside it")
     for item in inputs:
         if _is_within(_resolved(item), path):
             raise BrainencInputError(path, f"{what} holds an input being read ({item})")

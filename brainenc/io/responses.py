@@ -514,8 +514,25 @@ def _read_nifti(path: Path, mask_path: Path) -> np.ndarray:
     return _as_matrix(np.asarray(data), path, "the masked volume")
 
 
+#: fMRIPrep/Connectome-Workbench names of the hemispheres in GIFTI metadata.
+HEMISPHERE_STRUCTURES = ("CortexLeft", "CortexRight")
+
+
+def _check_hemisphere(image, path: Path, expected: str) -> None:
+    """A hemisphere file whose metadata names the other hemisphere is an error."""
+    metas = [image.meta] + [darray.meta for darray in image.darrays[:1]]
+    stated = next((meta["AnatomicalStructurePrimary"] for meta in metas
+                   if meta is not None and "AnatomicalStructurePrimary" in meta), None)
+    if stated in HEMISPHERE_STRUCTURES and stated != expected:
+        raise BrainencInputError(
+            path, f"is used as the {'left' if expected == 'CortexLeft' else 'right'} "
+            f"hemisphere but its metadata says AnatomicalStructurePrimary={stated}; the "
+            "hemisphere files look swapped")
+
+
 def _gifti_blocks(paths: tuple[Path, Path]) -> list[np.ndarray]:
-    blocks = [_read_gifti(path) for path in paths]
+    blocks = [_read_gifti(path, expected)
+              for path, expected in zip(paths, HEMISPHERE_STRUCTURES)]
     left, right = blocks
     if left.shape[0] != right.shape[0]:
         raise BrainencInputError(
@@ -525,8 +542,8 @@ def _gifti_blocks(paths: tuple[Path, Path]) -> list[np.ndarray]:
     return blocks
 
 
-def _read_gifti(path: Path) -> np.ndarray:
-    """One hemisphere as a (TRs × vertices) matrix."""
+def _read_gifti(path: Path, hemisphere: str | None = None) -> np.ndarray:
+    """One hemisphere as a (TRs × vertices) matrix; ``hemisphere`` is checked against the metadata."""
     try:
         image = nib.load(str(path))
     except Exception as error:  # XML, base64 and zlib errors alike
@@ -534,6 +551,8 @@ def _read_gifti(path: Path) -> np.ndarray:
             path, f"cannot read the GIFTI file: truncated or corrupt ({error})") from error
     if not isinstance(image, nib.gifti.GiftiImage):
         raise BrainencInputError(path, "not a GIFTI image")
+    if hemisphere is not None:
+        _check_hemisphere(image, path, hemisphere)
     arrays = [np.asarray(darray.data) for darray in image.darrays]
     if not arrays:
         raise BrainencInputError(path, "the GIFTI file holds no data arrays")

@@ -4,12 +4,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from brainenc.errors import BrainencInputError, BrainencInputWarning
+from brainenc.errors import BrainencInputError, warn_input
 from brainenc.io.dataset import Run
 from brainenc.timing import TRGrid
 
@@ -192,6 +191,3 @@ def warn_unknown_keys(content: dict, known, path: Path, where: str = "") -> None
                    f"{sorted(known)}")
 
 
-def warn_input(message: str) -> None:
-    """Emit a :class:`~brainenc.errors.BrainencInputWarning` shown at the caller's caller."""
-    warnings.warn(message, BrainencInputWarning, stacklevel=3)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nibabel as nib
 
-from brainenc.errors import BrainencInputError
+from brainenc.errors import BrainencInputError, warn_input
 from brainenc.io.dataset import Dataset, Run
 from brainenc.io.layouts._common import (
     KIND_MODALITY,
@@ -34,7 +34,6 @@ from brainenc.io.layouts._common import (
     sorted_runs,
     stimulus_kind,
     stimulus_name,
-    warn_input,
     warn_unknown_keys,
 )
 from brainenc.io.responses import check_response_space, read_response_shapes
@@ -303,15 +302,22 @@ def _sidecar_of(path: Path) -> Path:
 
 
 def _repetition_time(key: tuple, files: _RunFiles, paths: tuple[Path, ...], root: Path) -> float:
-    candidates = [_sidecar_of(p) for p in paths] + sorted(files.sidecars) + _raw_bids_files(
-        key, root, "bold.json")
-    for sidecar in dict.fromkeys(candidates):
-        if sidecar.is_file():
-            content = read_json_object(sidecar)
-            if "RepetitionTime" in content:
-                tr = check_tr(content["RepetitionTime"], sidecar, "RepetitionTime")
-                _warn_if_header_disagrees(tr, sidecar, paths)
-                return tr
+    """The run's TR: every sidecar of the run must agree; raw-level sidecars are inherited."""
+    stated = _stated_trs(list(dict.fromkeys([_sidecar_of(p) for p in paths]
+                                            + sorted(files.sidecars))))
+    if not stated:
+        inherited = _stated_trs(_raw_bids_files(key, root, "bold.json"))
+        stated = dict(list(inherited.items())[:1])
+    if stated:
+        values = list(stated.values())
+        if max(values) - min(values) > 0.01 * min(values):
+            listed = ", ".join(f"{path.name}: {tr:g} s" for path, tr in stated.items())
+            raise BrainencInputError(
+                paths[0], f"the sidecars of this run state different RepetitionTime values "
+                f"({listed}); fix the wrong one")
+        sidecar, tr = next(iter(stated.items()))
+        _warn_if_header_disagrees(tr, sidecar, paths)
+        return tr
 
     volumes = [p for p in paths if p.name.endswith((".nii", ".nii.gz"))] + sorted(
         files.volumes.values())
@@ -331,25 +337,47 @@ def _repetition_time(key: tuple, files: _RunFiles, paths: tuple[Path, ...], root
     )
 
 
+def _stated_trs(sidecars: list[Path]) -> dict[Path, float]:
+    """``RepetitionTime`` of each existing sidecar that states one (a bad file is an error)."""
+    stated = {}
+    for sidecar in sidecars:
+        if sidecar.is_file():
+            content = read_json_object(sidecar)
+            if "RepetitionTime" in content:
+                stated[sidecar] = check_tr(content["RepetitionTime"], sidecar, "RepetitionTime")
+    return stated
+
+
 def _warn_if_header_disagrees(tr: float, sidecar: Path, paths: tuple[Path, ...]) -> None:
-    """Warn when a NIfTI response's header states another TR than its sidecar."""
+    """Warn when a response file's header (NIfTI pixdim, GIFTI TimeStep) states another TR."""
     for path in paths:
-        if not path.name.endswith((".nii", ".nii.gz")):
-            continue
-        try:
-            header = nib.load(str(path)).header
-        except Exception:  # unreadable headers are reported when the shape is read
-            continue
-        zooms = header.get_zooms()
-        unit = NIFTI_TIME_UNITS.get(header.get_xyzt_units()[1])
-        if len(zooms) < 4 or not zooms[3] > 0 or unit is None:
-            continue
-        header_tr = float(zooms[3]) * TR_UNITS[unit]
-        if abs(header_tr - tr) > 0.01 * tr:
+        header_tr = _header_tr(path)
+        if header_tr is not None and abs(header_tr - tr) > 0.01 * tr:
+            kind = "GIFTI TimeStep" if path.name.endswith(".func.gii") else "NIfTI header"
             warn_input(
-                f"{sidecar}: RepetitionTime {tr:g} s but the NIfTI header of {path.name} gives "
+                f"{sidecar}: RepetitionTime {tr:g} s but the {kind} of {path.name} gives "
                 f"{header_tr:g} s; the sidecar's value is used"
             )
+
+
+def _header_tr(path: Path) -> float | None:
+    """The TR a response file's header states, or None (unreadable headers are reported later)."""
+    if path.name.endswith(".func.gii"):
+        try:
+            return gifti_time_step(path)
+        except BrainencInputError:
+            return None
+    if not path.name.endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        header = nib.load(str(path)).header
+    except Exception:
+        return None
+    zooms = header.get_zooms()
+    unit = NIFTI_TIME_UNITS.get(header.get_xyzt_units()[1])
+    if len(zooms) < 4 or not zooms[3] > 0 or unit is None:
+        return None
+    return float(zooms[3]) * TR_UNITS[unit]
 
 
 def _nifti_tr(path: Path) -> float | None:

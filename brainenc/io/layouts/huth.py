@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from brainenc.errors import BrainencInputError
+from brainenc.errors import BrainencInputError, warn_input
 from brainenc.io.dataset import Dataset, Run
 from brainenc.io.layouts._common import (
     check_onset,
@@ -25,7 +25,6 @@ from brainenc.io.layouts._common import (
     read_json_object,
     scan_grid,
     sorted_runs,
-    warn_input,
     warn_unknown_keys,
 )
 from brainenc.timing import TRGrid, huth_story_grid

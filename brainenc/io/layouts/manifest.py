@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from brainenc.errors import BrainencInputError
+from brainenc.errors import BrainencInputError, warn_input
 from brainenc.io.dataset import MODALITIES, Dataset, Run
 from brainenc.io.layouts._common import (
     KIND_MODALITY,
@@ -22,7 +22,6 @@ from brainenc.io.layouts._common import (
     scan_grid,
     sorted_runs,
     stimulus_kind,
-    warn_input,
 )
 from brainenc.io.responses import (
     FSAVERAGE5_HEMISPHERE_VERTICES,
