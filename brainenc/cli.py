@@ -195,6 +195,13 @@ def _extract(args) -> None:
     out = check_feature_root(args.out if args.out is not None else data.feature_root,
                              dataset_root=data.root, default_root=data.feature_root,
                              inputs=input_paths(data, args.subject))
+    if args.quiet:
+        try:  # transformers is needed only for Hugging Face models
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+        except ImportError:
+            pass
     extractor = load_extractor(args.model, **options)
     report = extract_dataset(data, extractor, modality=args.modality, layers=args.layers,
                              out=out, name_template=args.name, fps=args.fps, tier=tier,
