@@ -207,6 +207,8 @@ def _extract(args) -> None:
                              out=out, name_template=args.name, fps=args.fps, tier=tier,
                              subject=args.subject, force=args.force, progress=not args.quiet,
                              lock_timeout_s=args.lock_timeout, **checks)
+    for folder in report.removed_staging:
+        print(f"removed {folder}, left by an interrupted extraction")
     print(f"{len(report.written)} feature files written, {len(report.cached)} already cached")
     print(f"feature spaces in {out}: {', '.join(report.spaces)}")
 
