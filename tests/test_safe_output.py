@@ -147,13 +147,12 @@ def test_interrupt_in_process_is_one_line_and_leaves_nothing(dataset, tmp_path, 
     assert tree_state(tmp_path) == before
 
 
-def test_sigint_to_a_running_transfer(tmp_path):
+def _running_transfer(tmp_path: Path) -> subprocess.Popen:
+    """A long transfer in a child process, returned once its staging folder exists."""
     dataset = make_manifest_dataset(tmp_path / "ds", n_runs=3, n_trs=200, n_voxels=3000)
-    out = tmp_path / "out"
-    before = tree_state(dataset)
     process = subprocess.Popen(
         [sys.executable, "-m", "brainenc.cli", "transfer", "--dataset", str(dataset),
-         "--subject", "s1", "--features", "feats", "--out", str(out),
+         "--subject", "s1", "--features", "feats", "--out", str(tmp_path / "out"),
          "--n-permutations", "100000", "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.monotonic() + 120
@@ -161,6 +160,13 @@ def test_sigint_to_a_running_transfer(tmp_path):
         time.sleep(0.2)
     assert list(tmp_path.glob(".out.*.tmp")), "the staging folder never appeared"
     time.sleep(1.0)
+    return process
+
+
+def test_sigint_to_a_running_transfer(tmp_path):
+    process = _running_transfer(tmp_path)
+    dataset, out = tmp_path / "ds", tmp_path / "out"
+    before = tree_state(dataset)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
@@ -306,17 +312,8 @@ def test_overwrite_keeps_folders_the_user_made_inside_a_result(dataset, tmp_path
 
 
 def test_repeated_sigint_still_ends_cleanly(tmp_path):
-    dataset = make_manifest_dataset(tmp_path / "ds", n_runs=3, n_trs=200, n_voxels=3000)
+    process = _running_transfer(tmp_path)
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "brainenc.cli", "transfer", "--dataset", str(dataset),
-         "--subject", "s1", "--features", "feats", "--out", str(out),
-         "--n-permutations", "100000", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".out.*.tmp")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
     for _ in range(4):
         process.send_signal(signal.SIGINT)
         time.sleep(0.02)
