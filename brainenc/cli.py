@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="feature root (default: DATASET/features)")
     ex.add_argument("--name", default="{model}_{label}",
                     help="feature-space name template from {model}, {label}, {layer} "
-                    "(default: {model}_{label}, e.g. bridgetower-base_layer8)")
+                    "(default: {model}_{label}, e.g. bridgetower-base_cross3)")
     ex.add_argument("--revision", default=None,
                     help="hub model revision (branch, tag or commit); recorded with the features")
     ex.add_argument("--subject", default=None, help="only this subject's stimuli")
@@ -146,7 +146,7 @@ def _test_runs(args) -> dict | None:
 
 def _print_summaries(results) -> None:
     for res in results:
-        print(f"\n{res.subject} / {res.feature_space} ({res.n_voxels} voxels)")
+        print(f"\n{res.subject} / {res.feature_space_label} ({res.n_voxels} voxels)")
         print(f"  {'direction':<16}{'signif.':>9}{'mean r':>9}{'mean r sig.':>13}")
         for s in res.summaries:
             print(f"  {s.direction:<16}{s.fraction_significant:>9.3f}{s.mean_r:>9.3f}"

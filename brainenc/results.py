@@ -17,6 +17,10 @@ from brainenc.io.atomic import atomic_path
 DIRECTIONS: tuple[str, ...] = ("story_to_story", "movie_to_movie", "story_to_movie", "movie_to_story")
 WITHIN: tuple[str, ...] = ("story_to_story", "movie_to_movie")
 CROSS: tuple[str, ...] = ("story_to_movie", "movie_to_story")
+#: Label of a result whose feature space pairs unaligned story and movie features.
+BASELINE_NOTE = "unaligned baseline"
+#: Label of a result whose feature space does not record its alignment.
+UNKNOWN_PAIR_NOTE = "alignment unknown"
 
 
 def split_direction(direction: str) -> tuple[str, str]:
@@ -70,7 +74,8 @@ class TransferResult:
     mask_path : str or None
         Brain mask for volume spaces (to map voxels back to an image).
     settings : dict
-        Analysis settings (preset, delays, alpha grid, permutations, test runs...).
+        Analysis settings (preset, delays, alpha grid, permutations, test runs,
+        ``aligned_pair`` and ``pair`` of the feature space...).
     """
 
     subject: str
@@ -88,6 +93,23 @@ class TransferResult:
     @property
     def n_voxels(self) -> int:
         return len(next(iter(self.r.values())))
+
+    @property
+    def pair_note(self) -> str:
+        """:data:`BASELINE_NOTE` when the settings record an unaligned feature space,
+        :data:`UNKNOWN_PAIR_NOTE` when they record an unknown alignment, else ``""``."""
+        if "aligned_pair" not in self.settings:
+            return ""
+        aligned = self.settings["aligned_pair"]
+        if aligned is None:
+            return UNKNOWN_PAIR_NOTE
+        return "" if aligned else BASELINE_NOTE
+
+    @property
+    def feature_space_label(self) -> str:
+        """The feature-space name, followed by its :attr:`pair_note` in brackets if any."""
+        note = self.pair_note
+        return f"{self.feature_space} ({note})" if note else self.feature_space
 
     def summary(self, direction: str) -> DirectionSummary:
         for item in self.summaries:

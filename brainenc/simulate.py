@@ -908,8 +908,11 @@ def simulate_dataset(
             _write_latents(build / "latents" / f"{stim.name}.hf5", stim)
         for space, per_stim in features.items():
             for name, (data, times) in per_stim.items():
-                write_stimulus_features(build / "features" / space / f"{name}.hf5", data, times,
-                                        model="simulated", space=space)
+                write_stimulus_features(
+                    build / "features" / space / f"{name}.hf5", data, times, model="simulated",
+                    space=space, aligned_pair=space == "multimodal",
+                    pair=("simulated: shared concept dimensions" if space == "multimodal"
+                          else "unaligned: simulated separate feature bases (baseline)"))
         _write_ground_truth(build / "ground_truth.npz", cortex, features.mixing,
                             {m: _expand(acc.result(), signal_columns)
                              for m, acc in ceiling.items()}, params,

@@ -17,6 +17,13 @@ Held-out runs
     remaining runs; it predicts its own modality's test runs and the other
     modality's test runs, so within and cross scores share their test data.
 
+Aligned pairs
+    Transfer means something only when the story and movie features share
+    coordinates. The files of the space record whether they do (attributes
+    ``aligned_pair`` and ``pair``, :mod:`brainenc.io.features`); the files of
+    the analysed stimuli must agree, the result's settings keep both, and an
+    unaligned space (a baseline) or one with unknown alignment is warned about.
+
 Inside every fit, the regularisation of each voxel is chosen by
 leave-one-run-out cross-validation over the training runs.
 
@@ -42,9 +49,16 @@ from tqdm.auto import tqdm
 from brainenc.checks import check_analysis_options
 from brainenc.design import build_design, get_preset, zscore_columns
 from brainenc.encoding import FactoredDesign, VoxelwiseRidge
-from brainenc.errors import BrainencInputError
+from brainenc.errors import BrainencInputError, BrainencInputWarning
 from brainenc.io.dataset import MODALITIES, Dataset, Run
-from brainenc.io.features import FeatureSpace, find_feature_space
+from brainenc.io.features import (
+    ALIGNED_PAIR_ATTR,
+    PAIR_ATTR,
+    FeaturePair,
+    FeatureSpace,
+    find_feature_space,
+    space_pair,
+)
 from brainenc.io.responses import load_responses
 from brainenc.results import DIRECTIONS, TransferResult
 from brainenc.stats import (
@@ -99,6 +113,38 @@ def load_modality(runs: Sequence[Run], space: FeatureSpace, preset) -> ModalityD
         n_voxels = Y.shape[1]
         responses.append(zscore_columns(Y).astype(np.float32))
     return ModalityData(list(runs), designs, responses)
+
+
+def feature_space_pair(space: FeatureSpace, runs: Mapping[str, Sequence[Run]]) -> FeaturePair:
+    """Whether the story and movie parts of ``space`` share coordinates, from the files of
+    the stimuli of ``runs`` (by modality), which must agree (:func:`space_pair`).
+
+    Stimuli without a file are left out here; loading them reports them.
+    """
+    paths = {}
+    for modality, modality_runs in runs.items():
+        stimuli = dict.fromkeys(run.stimulus for run in modality_runs)
+        paths[modality] = [space.path_for(s) for s in stimuli if space.path_for(s).is_file()]
+    return space_pair(paths)
+
+
+def _warn_about_pair(pair: FeaturePair, space: FeatureSpace) -> None:
+    """Warn when the space is an unaligned baseline or its alignment is unknown."""
+    if pair.aligned is None:
+        warnings.warn(
+            f"feature space {space.name!r} ({space.root}) does not record whether its story and "
+            f"movie features share a space (file attribute {ALIGNED_PAIR_ATTR!r} missing): its "
+            "cross-modal scores mean something only if they do. Mark every file with "
+            f"{ALIGNED_PAIR_ATTR}=True or False and a short {PAIR_ATTR!r} description, e.g. "
+            f"write_stimulus_features(path, data, times, {ALIGNED_PAIR_ATTR}=False, "
+            f"{PAIR_ATTR}='unaligned: separate encoders')",
+            BrainencInputWarning, stacklevel=3)
+    elif not pair.aligned:
+        warnings.warn(
+            f"feature space {space.name!r} pairs story and movie features that do not share a "
+            f"space ({pair.description or 'unaligned'}): a baseline, not a transfer space; its "
+            "cross-modal scores measure how far unrelated coordinates happen to agree",
+            BrainencInputWarning, stacklevel=3)
 
 
 def _select_runs(runs: list[Run], names: Sequence[str] | None, modality: str) -> list[int] | None:
@@ -363,7 +409,9 @@ def run_transfer(
     folds = {m: _outer_folds(runs[m], chosen[m], m, subject, dataset.root) for m in MODALITIES}
     if n_permutations > 0:
         _check_block_length(runs, chosen, block_length)
+    pair = feature_space_pair(space, runs)
     data = {m: load_modality(runs[m], space, design_preset) for m in MODALITIES}
+    _warn_about_pair(pair, space)
     widths = {m: d.designs[0].shape[1] for m, d in data.items()}
     if widths["story"] != widths["movie"]:
         raise BrainencInputError(
@@ -425,6 +473,8 @@ def run_transfer(
         "fdr_q": fdr_q,
         "seed": seed,
         "feature_space_path": str(space.root),
+        "aligned_pair": pair.aligned,
+        "pair": pair.description,
         "n_features": widths["story"],
         "dataset": str(dataset.root),
         "layout": dataset.layout,

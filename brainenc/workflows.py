@@ -57,6 +57,7 @@ def summary_dict(results: Sequence[TransferResult]) -> dict:
             {
                 "subject": res.subject,
                 "feature_space": res.feature_space,
+                "pair_note": res.pair_note,
                 "n_voxels": res.n_voxels,
                 "space": res.space,
                 "directions": {s.direction: asdict(s) for s in res.summaries},

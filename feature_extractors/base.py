@@ -4,7 +4,9 @@ An extractor turns the words of a story (each with its preceding context) or
 the frames of a movie into one vector per event for each of its layers. Layer
 names are strings (``"text.3"``, ``"vision.12"``, ``"cross.text.2"``,
 ``"embedding"``...) documented by each extractor; a feature space is one layer
-of one extractor.
+of one extractor. Each extractor also declares, per layer label, whether the
+story and movie layers of that label share a space (:meth:`FeatureExtractor.pairing`):
+only then is cross-modal transfer between them meaningful.
 
 The pipeline (:mod:`feature_extractors.pipeline`) owns timing, caching and
 writing; an extractor only computes vectors.
@@ -16,6 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,6 +33,38 @@ MODALITY_ENTRIES: dict[str, tuple[str, ...]] = {
     "story": ("context_words", "token_pooling", "max_tokens", "tokenizer_hash"),
     "movie": ("frame_pooling", "processor_class", "processor_hash"),
 }
+
+
+#: ``pair`` description of the default :meth:`FeatureExtractor.pairing`, by the
+#: modalities an extractor embeds.
+UNALIGNED_PAIRS: dict[tuple[str, ...], str] = {
+    ("story",): "unaligned: language model only",
+    ("movie",): "unaligned: vision model only",
+}
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    """Whether the story and movie layers of one label share a space, and how.
+
+    Written to every feature file as the attributes ``aligned_pair`` and
+    ``pair`` (:mod:`brainenc.io.features`).
+
+    Attributes
+    ----------
+    aligned : bool
+        True when coordinate *k* of the story vectors corresponds to
+        coordinate *k* of the movie vectors because multimodal training shaped
+        them together (BridgeTower's cross-modal layers, CLIP's projections);
+        False for separately trained encoders or towers: a baseline, not a
+        transfer space.
+    description : str
+        Short description (``"bridgetower cross-modal layer 3"``,
+        ``"unaligned: separate encoders (text tower layer 8, vision tower layer 8)"``).
+    """
+
+    aligned: bool
+    description: str
 
 
 class FeatureExtractor(abc.ABC):
@@ -57,6 +92,21 @@ class FeatureExtractor(abc.ABC):
         configuration and weights' origin, and every setting (context length,
         token and patch pooling, input mode...). JSON-serialisable. Part of the
         cache key: two extractors with equal identities give equal features."""
+
+    def pairing(self, label: str) -> LayerPair:
+        """Whether the story and movie layers with the label ``label`` share a space.
+
+        Parameters
+        ----------
+        label : str
+            A layer label (:func:`layer_label`).
+
+        Returns
+        -------
+        LayerPair
+            Unaligned by default: an extractor declares aligned layers itself.
+        """
+        return LayerPair(False, UNALIGNED_PAIRS.get(tuple(self.modalities), "unaligned: separate encoders"))
 
     def modality_entries(self, modality: str) -> tuple[str, ...]:
         """Identity entries that only the vectors of ``modality`` depend on.
@@ -170,14 +220,18 @@ def select_layers(available: Sequence[str], spec: str | Sequence[str] | None) ->
 def layer_label(layer: str) -> str:
     """The modality-free label of a layer, shared by paired story and movie layers.
 
-    ``text.8`` and ``vision.8`` → ``layer8``; ``cross.text.3`` and
-    ``cross.vision.3`` → ``cross3``; ``layer.8`` → ``layer8``;
-    ``text.projection`` → ``projection``; ``embedding`` → ``embedding``. A feature
-    space gathers the story files of one layer and the movie files of the
-    layer with the same label.
+    ``text.8`` and ``vision.8`` (tower layers of a two-tower model) →
+    ``tower8``; ``cross.text.3`` and ``cross.vision.3`` → ``cross3``;
+    ``layer.8`` (a one-modality model) → ``layer8``; ``text.projection`` and
+    ``vision.projection`` → ``projection``; ``embedding`` → ``embedding``. A
+    feature space gathers the story files of one layer and the movie files of
+    the layer with the same label; whether the two share a space is the
+    extractor's :meth:`FeatureExtractor.pairing` of the label.
     """
-    parts = [p for p in layer.split(".") if p not in ("text", "vision", "layer")]
-    label = "".join(parts)
+    parts = layer.split(".")
+    if len(parts) == 2 and parts[0] in ("text", "vision") and parts[1].isdigit():
+        return f"tower{parts[1]}"
+    label = "".join(p for p in parts if p not in ("text", "vision", "layer"))
     return f"layer{label}" if label.isdigit() else label or layer
 
 

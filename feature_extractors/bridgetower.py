@@ -35,6 +35,15 @@ layers; base: 12, 12, 6):
   full forward pass computes, ``vision.0 … vision.N`` (it runs as many vision
   blocks as there are text layers; base: 12).
 
+Labels and alignment (:func:`feature_extractors.base.layer_label`,
+:meth:`BridgeTowerExtractor.pairing`): ``text.k`` and ``vision.k`` share the
+label ``towerk`` but are *unaligned*: the text tower starts from RoBERTa and
+the vision tower from a ViT, two encoders trained separately, so coordinate
+*i* of one has no built-in correspondence with coordinate *i* of the other; a
+tower space is a baseline, not a transfer space. ``cross.text.k`` and
+``cross.vision.k`` (label ``crossk``) are *aligned*: the cross-modal layers
+process both streams together under the image–text objectives.
+
 ``BridgeTowerModel.forward`` (transformers 5.x) returns ``hidden_states`` as
 a tuple ``(text, image, cross)``: ``N + 1`` text states (batch × tokens ×
 hidden), ``N + 1`` image states stored *sequence-first* (tokens × batch ×
@@ -46,13 +55,14 @@ stream so that they equal the full model's image states in both modes.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from brainenc.errors import BrainencInputError
-from feature_extractors.base import layer_index
+from feature_extractors.base import LayerPair, layer_index
 from feature_extractors.hf_auto import TextVisionExtractor
 from feature_extractors.text import WordWindow, pad_windows, window_token_limit
 from feature_extractors.vision import preprocess_frames
@@ -175,6 +185,13 @@ class BridgeTowerExtractor(TextVisionExtractor):
             "neutral_inputs": ({"image_grey": NEUTRAL_GREY, "text": ""}
                                if self.input_mode == "neutral" else None),
         }
+
+    def pairing(self, label: str) -> LayerPair:
+        """Cross-modal layers (``crossk``) are aligned; tower layers are not (module notes)."""
+        match = re.fullmatch(r"cross(\d+)", label)
+        if match:
+            return LayerPair(True, f"bridgetower cross-modal layer {match.group(1)}")
+        return super().pairing(label)
 
     def modality_entries(self, modality: str) -> tuple[str, ...]:
         """In neutral mode a word's vector also depends on the image processor (the grey

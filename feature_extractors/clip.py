@@ -24,6 +24,13 @@ Layers (``N`` text layers, ``M`` vision layers):
   ``visual_projection`` of the post-layer-normed class token
   (``get_image_features``); ``frame_pooling`` does not apply.
 
+Labels and alignment (:func:`feature_extractors.base.layer_label`,
+:meth:`CLIPExtractor.pairing`): ``text.k`` and ``vision.k`` share the label
+``towerk`` but are *unaligned* (the towers are separate encoders that meet only
+in the projection space); ``text.projection`` and ``vision.projection`` share
+the label ``projection`` and are *aligned*: the contrastive objective trains
+them into one space.
+
 The text tower's position table bounds a window (77 tokens for the released
 CLIP models, special tokens included); longer windows lose their earliest
 context words.
@@ -36,12 +43,13 @@ from collections.abc import Sequence
 import torch
 
 from brainenc.errors import BrainencInputError
-from feature_extractors.base import layer_index
+from feature_extractors.base import LayerPair, layer_index, layer_label
 from feature_extractors.hf_auto import TextVisionExtractor
 from feature_extractors.text import WordWindow, pad_windows, window_token_limit
 
 TEXT_PROJECTION = "text.projection"
 VISION_PROJECTION = "vision.projection"
+PROJECTION_LABEL = layer_label(TEXT_PROJECTION)
 
 
 class CLIPExtractor(TextVisionExtractor):
@@ -118,6 +126,12 @@ class CLIPExtractor(TextVisionExtractor):
             names = [f"vision.{k}" for k in range(self.n_vision_layers + 1)]
             return names + [VISION_PROJECTION] if self.projections else names
         raise BrainencInputError(None, f"modality must be 'story' or 'movie', got {modality!r}")
+
+    def pairing(self, label: str) -> LayerPair:
+        """The projections (label ``projection``) are aligned; tower layers are not."""
+        if label == PROJECTION_LABEL:
+            return LayerPair(True, "clip projection")
+        return super().pairing(label)
 
     # -- forward passes ---------------------------------------------------- #
     def _layer_hint(self, layers: Sequence[str]) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from brainenc.errors import BrainencInputError
-from feature_extractors.base import FeatureExtractor, identity_hash, layer_index, slugify
+from feature_extractors.base import FeatureExtractor, LayerPair, identity_hash, layer_index, slugify
 from feature_extractors.loading import load_pretrained
 from feature_extractors.text import (
     WordWindow,
@@ -217,6 +217,10 @@ class TextVisionExtractor(PretrainedExtractor):
     parameters are those of :class:`PretrainedExtractor` and of the word
     windows (:mod:`feature_extractors.text`).
 
+    The towers' layers ``text.k`` and ``vision.k`` share the label ``towerk``
+    but not a space: the two towers are separate encoders, so their pair is
+    unaligned (:meth:`pairing`); subclasses declare their aligned layers.
+
     Raises
     ------
     BrainencInputError
@@ -251,6 +255,15 @@ class TextVisionExtractor(PretrainedExtractor):
             **processor_identity(self.image_processor),
             "frame_pooling": self.frame_pooling,
         }
+
+    def pairing(self, label: str) -> LayerPair:
+        """Tower layers (``towerk``) pair two separate encoders: unaligned."""
+        match = re.fullmatch(r"tower(\d+)", label)
+        if match:
+            k = match.group(1)
+            return LayerPair(False, f"unaligned: separate encoders (text tower layer {k}, "
+                                    f"vision tower layer {k})")
+        return super().pairing(label)
 
     def embed_words(self, words: Sequence[str], layers: Sequence[str]) -> dict[str, np.ndarray]:
         layers = self._check_layers("story", layers)

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from brainenc.errors import BrainencInputError
-from feature_extractors.base import FeatureExtractor, slugify
+from feature_extractors.base import FeatureExtractor, LayerPair, slugify
 
 LAYER = "embedding"
 
@@ -149,6 +149,10 @@ class WordEmbeddingExtractor(FeatureExtractor):
         if modality != "story":
             raise BrainencInputError(None, f"word embeddings embed story words only, not {modality!r}")
         return [LAYER]
+
+    def pairing(self, label: str) -> LayerPair:
+        """Static word embeddings have no movie part: never aligned."""
+        return LayerPair(False, "unaligned: word embeddings only")
 
     def identity(self) -> dict:
         if self._sha256 is None:

@@ -9,11 +9,19 @@ number of runs or subjects that used it) and every selected layer, one file
 Feature-space names
     ``{model}_{label}`` by default, where ``label`` is the layer's
     modality-free label (:func:`feature_extractors.base.layer_label`): the story
-    file of ``text.8`` and the movie file of ``vision.8`` share the space
-    ``bridgetower-base_layer8``, which ``brainenc transfer --features`` then
-    finds. ``name_template`` may use ``{model}``, ``{label}`` and ``{layer}``:
-    e.g. extract a language model on stories and a vision model on movies into
-    one space ``unimodal_{label}``.
+    file of ``cross.text.3`` and the movie file of ``cross.vision.3`` share the
+    space ``bridgetower-base_cross3``, which ``brainenc transfer --features``
+    then finds; tower layers ``text.8`` and ``vision.8`` share
+    ``bridgetower-base_tower8``. ``name_template`` may use ``{model}``,
+    ``{label}`` and ``{layer}``: e.g. extract a language model on stories and a
+    vision model on movies into one space ``unimodal_{label}``.
+
+Aligned pairs
+    Every file records whether the story and movie layers of its label share
+    a space (attributes ``aligned_pair`` and ``pair``, from the extractor's
+    :meth:`~feature_extractors.base.FeatureExtractor.pairing`): cross-modal
+    layers and joint projections are aligned, tower layers of separate
+    encoders and one-modality models are not (a baseline).
 
 Checks before any computation
     Every transcript is read (:func:`brainenc.io.textgrid.read_word_transcript`:
@@ -52,7 +60,7 @@ from tqdm.auto import tqdm
 
 from brainenc.errors import BrainencInputError
 from brainenc.io.dataset import Dataset, Run
-from brainenc.io.features import FEATURE_SUFFIX, write_stimulus_features
+from brainenc.io.features import ALIGNED_PAIR_ATTR, FEATURE_SUFFIX, pair_attrs, write_stimulus_features
 from brainenc.io.textgrid import read_word_transcript
 from feature_extractors.base import FeatureExtractor, identity_hash, layer_label, select_layers
 from feature_extractors.text import UntokenisableWordError
@@ -213,14 +221,19 @@ def cache_key(identity: dict, layer: str, content_hash: str, timing: dict) -> st
 
 
 def is_cached(path: Path, key: str) -> bool:
-    """True if ``path`` is a complete feature file written under ``key``."""
+    """True if ``path`` is a complete feature file written under ``key``.
+
+    A file without the ``aligned_pair`` attribute (written before it was
+    recorded) is not: it is rewritten with it.
+    """
     if not path.is_file():
         return False
     try:
         with h5py.File(path, "r") as f:
             stored = f.attrs.get("cache_key")
             stored = stored.decode() if isinstance(stored, bytes) else stored
-            return stored == key and "data" in f and "times" in f
+            return (stored == key and "data" in f and "times" in f
+                    and ALIGNED_PAIR_ATTR in f.attrs)
     except OSError:
         return False
 
@@ -327,12 +340,14 @@ def _check_vectors(vectors: dict, layers: Sequence[str], n_events: int, extracto
             )
 
 
-def _file_attrs(identity: dict) -> dict:
-    """Attributes naming the model version: the revision asked for and the commit loaded
-    (empty strings when unknown or not a hub model)."""
+def _file_attrs(identity: dict, extractor: FeatureExtractor, layer: str) -> dict:
+    """Attributes naming the model version (the revision asked for and the commit loaded,
+    empty strings when unknown or not a hub model) and the layer's pairing."""
+    pair = extractor.pairing(layer_label(layer))
     return {"model_revision": str(identity.get("revision") or ""),
             "model_commit": str(identity.get("commit") or ""),
-            "extractor": json.dumps(identity, sort_keys=True, default=str)}
+            "extractor": json.dumps(identity, sort_keys=True, default=str),
+            **pair_attrs(pair.aligned, pair.description)}
 
 
 def extract_dataset(
@@ -449,6 +464,7 @@ def extract_dataset(
                 write_stimulus_features(
                     staging.path_for(path), np.asarray(vectors[layer], dtype=np.float32), times,
                     model=extractor.name, layer=layer, modality=source.modality,
-                    stimulus_hash=content, cache_key=key, **_file_attrs(identity))
+                    stimulus_hash=content, cache_key=key,
+                    **_file_attrs(identity, extractor, layer))
     report.written = [target for _, target in staging.moves]
     return report

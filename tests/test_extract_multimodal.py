@@ -14,14 +14,13 @@ import pytest
 
 pytest.importorskip("transformers")
 import torch  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers  # noqa: E402
 
 from brainenc.errors import BrainencInputError  # noqa: E402
 from feature_extractors.base import select_layers  # noqa: E402
 from feature_extractors.bridgetower import BridgeTowerExtractor  # noqa: E402
 from feature_extractors.clip import CLIPExtractor  # noqa: E402
 from feature_extractors.loading import load_extractor  # noqa: E402
-from tests.tiny_models import save_tiny_bridgetower  # noqa: E402
+from tests.tiny_models import save_tiny_bridgetower, save_tiny_clip  # noqa: E402
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -32,23 +31,6 @@ SENTENCES = [
 STORY = ("she said the man walked into the room and sat down by the window while the quick "
          "brown fox jumps over the lazy dog and we looked at the river tonight").split()
 ATOL = 1e-5
-
-
-def clip_tokenizer():
-    """A whitespace BPE tokenizer framing each text as CLIP does."""
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=150, special_tokens=["<pad>", "<unk>", "<|startoftext|>",
-                                                                  "<|endoftext|>"])
-    tokenizer.train_from_iterator(SENTENCES, trainer)
-    bos, eos = tokenizer.token_to_id("<|startoftext|>"), tokenizer.token_to_id("<|endoftext|>")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|startoftext|>",
-                                   eos_token="<|endoftext|>", pad_token="<pad>", unk_token="<unk>",
-                                   model_max_length=77)
 
 
 @pytest.fixture(scope="module")
@@ -86,20 +68,7 @@ def neutral_story(neutral):
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
-
-    tokenizer = clip_tokenizer()
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=2, max_position_embeddings=16, pad_token_id=tokenizer.pad_token_id,
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                  image_size=32, patch_size=16)
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("models") / "clip-tiny"
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("models") / "clip-tiny", SENTENCES)
 
 
 @pytest.fixture(scope="module")

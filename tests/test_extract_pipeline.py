@@ -63,7 +63,8 @@ def small_dataset(tmp_path):
 
 
 def test_layer_labels_pair_modalities():
-    assert layer_label("text.8") == layer_label("vision.8") == "layer8"
+    assert layer_label("text.8") == layer_label("vision.8") == "tower8"
+    assert layer_label("text.projection") == layer_label("vision.projection") == "projection"
     assert layer_label("cross.text.3") == layer_label("cross.vision.3") == "cross3"
     assert layer_label("layer.2") == "layer2"
     assert layer_label("embedding") == "embedding"
@@ -79,11 +80,11 @@ def test_layer_labels_pair_modalities():
 def test_story_features_follow_the_transcript(small_dataset):
     report = extract_dataset(small_dataset, TableExtractor(), modality="story", layers="0,2",
                              progress=False)
-    assert report.spaces == ["table_layer0", "table_layer2"]
+    assert report.spaces == ["table_tower0", "table_tower2"]
     assert len(report.written) == 4
     run = small_dataset.runs_for("sim01", "story")[0]
     words = read_word_events(run.stimulus_path)
-    features = FeatureSpace(small_dataset.feature_root / "table_layer2").load(run.stimulus)
+    features = FeatureSpace(small_dataset.feature_root / "table_tower2").load(run.stimulus)
     np.testing.assert_array_equal(features.times, words.times)
     expected = np.stack([word_vector(w, 2) for w in words.labels])
     np.testing.assert_array_equal(features.data, expected)
@@ -128,7 +129,7 @@ def test_interrupted_run_writes_nothing_and_the_next_run_computes_all(small_data
 def test_frame_table_without_images_is_a_clear_error(small_dataset):
     with pytest.raises(BrainencInputError, match="file"):
         extract_dataset(small_dataset, TableExtractor(), modality="movie", progress=False)
-    assert not (small_dataset.feature_root / "table_layer0").exists()
+    assert not (small_dataset.feature_root / "table_tower0").exists()
 
 
 def test_wrong_extractor_output_writes_nothing(small_dataset):
@@ -138,13 +139,13 @@ def test_wrong_extractor_output_writes_nothing(small_dataset):
 
     with pytest.raises(BrainencInputError, match="expected"):
         extract_dataset(small_dataset, Broken(), modality="story", progress=False)
-    assert not (small_dataset.feature_root / "table_layer0").exists()
+    assert not (small_dataset.feature_root / "table_tower0").exists()
 
 
 def test_space_name_template():
     extractor = TableExtractor()
-    assert space_name("{model}_{label}", extractor, "vision.2") == "table_layer2"
-    assert space_name("unimodal_{label}", extractor, "text.2") == "unimodal_layer2"
+    assert space_name("{model}_{label}", extractor, "vision.2") == "table_tower2"
+    assert space_name("unimodal_{label}", extractor, "text.2") == "unimodal_tower2"
     assert space_name("{model}-{layer}", extractor, "text.2") == "table-text.2"
 
 
@@ -156,10 +157,10 @@ def test_movie_features_from_video_at_a_chosen_rate(tmp_path):
     data = load_dataset(info.root)
     report = extract_dataset(data, TableExtractor(), modality="movie", layers="1", fps=2.0,
                              progress=False)
-    assert report.spaces == ["table_layer1"] and len(report.written) == 2
+    assert report.spaces == ["table_tower1"] and len(report.written) == 2
     run = data.runs_for("sim01", "movie")[0]
     frames, times = decode_video(run.stimulus_path, fps=2.0)
-    features = FeatureSpace(data.feature_root / "table_layer1").load(run.stimulus)
+    features = FeatureSpace(data.feature_root / "table_tower1").load(run.stimulus)
     np.testing.assert_allclose(features.times, np.arange(len(frames)) / 2.0)
     np.testing.assert_array_equal(features.times, times)
     expected = 2 * np.stack([f.reshape(-1, 3).mean(axis=0) for f in frames])

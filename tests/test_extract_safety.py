@@ -100,7 +100,7 @@ def test_failure_leaves_an_existing_store_byte_identical(small_dataset, failure)
         extract_dataset(small_dataset, extractor, modality="story", layers="all", force=True,
                         progress=False)
     assert store_checksums(root) == before
-    assert hidden_leftovers(root) == [] and not (root / "table_layer2").exists()
+    assert hidden_leftovers(root) == [] and not (root / "table_tower2").exists()
 
 
 def test_a_bad_second_transcript_fails_before_any_computation(small_dataset):
@@ -121,14 +121,14 @@ def test_a_bad_second_transcript_fails_before_any_computation(small_dataset):
 def test_success_moves_new_files_in_and_leaves_cached_files_alone(small_dataset):
     root = small_dataset.feature_root
     extract_dataset(small_dataset, TableExtractor(), modality="story", layers="0", progress=False)
-    cached_file = next((root / "table_layer0").iterdir())
+    cached_file = next((root / "table_tower0").iterdir())
     stat_before = cached_file.stat()
     report = extract_dataset(small_dataset, TableExtractor(), modality="story", layers="0,1",
                              progress=False)
     assert len(report.written) == 2 and len(report.cached) == 2
     assert cached_file.stat().st_ino == stat_before.st_ino
     assert cached_file.stat().st_mtime_ns == stat_before.st_mtime_ns
-    assert all(p.parent == root / "table_layer1" and p.is_file() for p in report.written)
+    assert all(p.parent == root / "table_tower1" and p.is_file() for p in report.written)
     assert hidden_leftovers(root) == [] and not (root / LOCK_NAME).exists()
 
 
@@ -139,8 +139,8 @@ def test_staging_folder_of_a_killed_run_is_removed_on_the_next_run(small_dataset
                               capture_output=True, text=True, check=True)
     dead_pid = int(finished.stdout)
     stale = root / staging_name(dead_pid)
-    (stale / "table_layer0").mkdir(parents=True)
-    (stale / "table_layer0" / "story01.hf5").write_bytes(b"half a file")
+    (stale / "table_tower0").mkdir(parents=True)
+    (stale / "table_tower0" / "story01.hf5").write_bytes(b"half a file")
     report = extract_dataset(small_dataset, TableExtractor(), modality="story", layers="0",
                              progress=False)
     assert report.removed_staging == [stale] and not stale.exists()
@@ -211,7 +211,7 @@ def test_a_second_concurrent_extraction_waits_and_finds_everything_cached(small_
     assert "waiting for another extraction" in err_second
     root = small_dataset.feature_root
     assert hidden_leftovers(root) == [] and not lock.exists()
-    assert sorted(p.name for p in (root / "slow_layer1").iterdir()) == ["story01.hf5", "story02.hf5"]
+    assert sorted(p.name for p in (root / "slow_tower1").iterdir()) == ["story01.hf5", "story02.hf5"]
 
 
 def test_lock_timeout_is_a_clear_error(small_dataset):
@@ -371,4 +371,4 @@ def test_a_feature_root_created_by_a_failed_run_is_removed(small_dataset, tmp_pa
     assert not out.exists() and not out.parent.exists()
     report = extract_dataset(small_dataset, TableExtractor(), modality="story", layers="0", out=out,
                              progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["table_layer0"] and len(report.written) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["table_tower0"] and len(report.written) == 2

@@ -287,7 +287,7 @@ def test_extract_never_replaces_feature_files_it_did_not_write(tmp_path, capsys)
                             n_trs_per_run=30)
     sentences = [" ".join(VOCABULARY[k:k + 12]) for k in range(0, len(VOCABULARY), 12)]
     model = save_tiny_bridgetower(tmp_path / "BridgeTower-Tiny", sentences)
-    mine = info.root / "features" / "bridgetower-tiny_layer2" / "story02.hf5"
+    mine = info.root / "features" / "bridgetower-tiny_tower2" / "story02.hf5"
     write_stimulus_features(mine, np.ones((3, 2)), np.arange(3.0))
     before = tree_state(tmp_path)
     args = ["extract", "--dataset", str(info.root), "--model", str(model), "--layers", "-1",

@@ -116,7 +116,7 @@ def test_transcript_that_stops_long_before_the_scan_is_an_error(dataset):
     assert path.name in message
     assert f"last word ends at {last_word:.1f} s" in message
     assert "run 'story02' of subject sim01 is analysed up to 70.0 s" in message
-    assert not (dataset.feature_root / "table_layer0").exists()
+    assert not (dataset.feature_root / "table_tower0").exists()
     # switched off, the same transcript is accepted
     report = extract_dataset(dataset, TableExtractor(), modality="story", layers="0",
                              min_transcript_coverage=0, progress=False)

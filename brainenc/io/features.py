@@ -11,12 +11,28 @@ A *feature space* is a folder ``<feature_root>/<name>/`` holding one file
 
 File attributes: ``level`` is ``"event"`` (default) or ``"tr"``. TR-level
 features have one row per *response* row of the run (after trimming) and are
-not resampled. Any other attributes (model, layer, settings) are kept as
-metadata.
+not resampled. Two attributes say whether the story part and the movie part of
+the space share coordinates, which is what makes cross-modal transfer
+meaningful:
+
+``aligned_pair``
+    bool: True when coordinate *k* of the story vectors corresponds to
+    coordinate *k* of the movie vectors (BridgeTower's cross-modal layers,
+    CLIP's projections), False for separately trained encoders or towers (a
+    baseline, not a transfer space).
+``pair``
+    str: how, in a few words (``"bridgetower cross-modal layer 3"``,
+    ``"clip projection"``, ``"unaligned: separate encoders (text tower layer 8,
+    vision tower layer 8)"``, ``"unaligned: language model only"``).
+
+``brainenc extract`` and the simulation write both; a file without
+``aligned_pair`` has *unknown* alignment (:func:`feature_pair`). Any other
+attributes (model, layer, settings) are kept as metadata.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +45,10 @@ from brainenc.io.atomic import atomic_path
 FEATURE_SUFFIX = ".hf5"
 LEVELS = ("event", "tr")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+ALIGNED_PAIR_ATTR = "aligned_pair"
+PAIR_ATTR = "pair"
+_TRUE_TEXT = ("true", "1", "yes")
+_FALSE_TEXT = ("false", "0", "no")
 
 
 @dataclass(frozen=True)
@@ -241,3 +261,120 @@ def find_feature_space(name_or_path: str | Path, feature_root: Path | None = Non
         feature_root if feature_root is not None else Path(text),
         f"no feature space named {text!r}; available: {known or 'none'}{hint}",
     )
+
+
+@dataclass(frozen=True)
+class FeaturePair:
+    """Whether the story and movie parts of a feature space share coordinates.
+
+    Attributes
+    ----------
+    aligned : bool or None
+        The ``aligned_pair`` attribute; None when unknown (not recorded).
+    description : str or None
+        The ``pair`` attribute; None when not recorded.
+    """
+
+    aligned: bool | None
+    description: str | None
+
+
+def pair_attrs(aligned: bool, description: str) -> dict:
+    """The ``aligned_pair`` and ``pair`` attributes, for :func:`write_stimulus_features`."""
+    return {ALIGNED_PAIR_ATTR: bool(aligned), PAIR_ATTR: str(description)}
+
+
+def feature_pair(attrs: Mapping, path: Path | None = None) -> FeaturePair:
+    """The pairing recorded in a feature file's attributes.
+
+    ``aligned_pair`` may be a bool, 0 or 1, or the text ``true``/``false``;
+    a missing attribute means unknown.
+
+    Raises
+    ------
+    BrainencInputError
+        ``aligned_pair`` holds anything else.
+    """
+    value = attrs.get(ALIGNED_PAIR_ATTR)
+    description = attrs.get(PAIR_ATTR)
+    if isinstance(description, bytes):
+        description = description.decode()
+    description = None if description is None else str(description)
+    if value is None:
+        return FeaturePair(None, description)
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value.strip().lower() in _TRUE_TEXT + _FALSE_TEXT:
+        return FeaturePair(value.strip().lower() in _TRUE_TEXT, description)
+    if isinstance(value, (bool, np.bool_, int, np.integer)) and int(value) in (0, 1):
+        return FeaturePair(bool(value), description)
+    raise BrainencInputError(
+        path, f"attribute {ALIGNED_PAIR_ATTR!r} is {value!r}; expected true or false")
+
+
+def read_feature_pair(path: str | Path) -> FeaturePair:
+    """The pairing recorded in the feature file at ``path`` (its attributes only)."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs.items())
+    except OSError as exc:
+        raise BrainencInputError(path, f"cannot read feature file as HDF5 ({exc})") from exc
+    return feature_pair(attrs, path)
+
+
+def space_pair(paths: Mapping[str, Sequence[Path]]) -> FeaturePair:
+    """The pairing of a feature space, from its files, which must agree.
+
+    Parameters
+    ----------
+    paths : mapping of str to sequence of Path
+        Feature files by modality (``{"story": [...], "movie": [...]}``).
+
+    Returns
+    -------
+    FeaturePair
+        ``aligned`` shared by every file; ``description`` shared by every
+        file, or ``"story: …; movie: …"`` when an unaligned space pairs two
+        different sources (a language model and a vision model).
+
+    Raises
+    ------
+    BrainencInputError
+        Two files disagree on ``aligned_pair``, two files of one modality on
+        ``pair``, or the two modalities of an aligned space on ``pair``;
+        the message names both files.
+    """
+    read = {modality: [(Path(p), read_feature_pair(p)) for p in files]
+            for modality, files in paths.items()}
+    everything = [item for items in read.values() for item in items]
+    if not everything:
+        return FeaturePair(None, None)
+    _check_agreement(everything, "aligned")
+    for items in read.values():
+        _check_agreement(items, "description")
+    aligned = everything[0][1].aligned
+    if aligned:
+        _check_agreement(everything, "description")
+    described = {modality: items[0][1].description for modality, items in read.items() if items}
+    texts = list(dict.fromkeys(described.values()))
+    if len(texts) == 1:
+        return FeaturePair(aligned, texts[0])
+    return FeaturePair(aligned, "; ".join(f"{m}: {text or 'not recorded'}" for m, text in described.items()))
+
+
+def _check_agreement(items: Sequence[tuple[Path, FeaturePair]], field_name: str) -> None:
+    """Raise naming the first file whose ``field_name`` differs from the first file's."""
+    first_path, first = items[0]
+    for path, pair in items[1:]:
+        mine, theirs = getattr(first, field_name), getattr(pair, field_name)
+        if mine != theirs:
+            attr = ALIGNED_PAIR_ATTR if field_name == "aligned" else PAIR_ATTR
+            raise BrainencInputError(
+                path, f"attribute {attr!r} is {_shown(theirs)} here but {_shown(mine)} in "
+                f"{first_path}: the files of one feature space must agree on whether and how "
+                "their story and movie parts share a space; re-extract them or fix the attributes")
+
+
+def _shown(value) -> str:
+    return "missing" if value is None else repr(value)

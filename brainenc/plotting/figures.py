@@ -36,8 +36,9 @@ def direction_label(direction: str) -> str:
 
 
 def result_label(result: TransferResult) -> str:
-    """``"<subject> · <feature space>"``."""
-    return f"{result.subject} · {result.feature_space}"
+    """``"<subject> · <feature space>"``, with ``" (unaligned baseline)"`` after an
+    unaligned feature space (:attr:`TransferResult.feature_space_label`)."""
+    return f"{result.subject} · {result.feature_space_label}"
 
 
 def _new_figure(width: float, height: float) -> Figure:

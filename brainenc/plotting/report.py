@@ -243,7 +243,7 @@ def _section_html(section: _Section, anchor: str) -> str:
     result = section.result
     parts = [
         f"<h2 id='{_e(anchor)}'>{_e(figs.result_label(result))}</h2>",
-        f"<p class='small'>Subject {_e(result.subject)}, feature space {_e(result.feature_space)}, "
+        f"<p class='small'>Subject {_e(result.subject)}, feature space {_e(result.feature_space_label)}, "
         f"{result.n_voxels} voxels, response space {_e(result.space)}.</p>",
         "<h3>Summary</h3>",
         _summary_table(result),
