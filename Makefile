@@ -26,7 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ridge.py
-	$(BIN)/python benchmarks/bench_permutation.py
+	$(BIN)/python benchmarks/bench_statistics.py
 	$(BIN)/python benchmarks/bench_extract.py
 	$(BIN)/python benchmarks/bench_fusion.py
 	$(BIN)/python benchmarks/bench_memory.py

@@ -6,7 +6,7 @@ stimulus features per TR (one event at each TR centre, so the design is the
 features themselves with the preset's FIR delays). A third of the voxels follow
 a planted linear map of the features 2 TRs earlier, plus noise; the rest are
 noise. ``run_transfer`` then runs with its defaults (the ``default`` preset,
-leave-one-run-out, 1000 permutations, ``n_targets_batch=20000``) in a child
+leave-one-run-out with its sequential within test, ``n_targets_batch=20000``) in a child
 process, which reports its peak resident memory (``ru_maxrss``) and wall time.
 
 ``--unbatched`` also runs the same analysis as one batch of all voxels
@@ -18,7 +18,7 @@ Usage::
 
     python benchmarks/bench_memory.py                 # 100 000 voxels, 5-10 minutes on 2 cores
     python benchmarks/bench_memory.py --unbatched     # also the single-batch run (about 2x longer)
-    python benchmarks/bench_memory.py --quick         # 5 000 voxels, 200 permutations
+    python benchmarks/bench_memory.py --quick         # 5 000 voxels
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def write_dataset(root: Path, n_voxels: int, n_features: int, seed: int = 0) -> 
     return root
 
 
-def measure(root: Path, n_permutations: int, n_targets_batch: int | None) -> dict:
+def measure(root: Path, n_targets_batch: int | None) -> dict:
     """Run the transfer analysis here and report peak RSS and wall time (child process side)."""
     from brainenc.io.layouts import load_dataset
     from brainenc.transfer import run_transfer
@@ -74,8 +74,7 @@ def measure(root: Path, n_permutations: int, n_targets_batch: int | None) -> dic
         warnings.simplefilter("ignore")
         dataset = load_dataset(root)
         start = time.perf_counter()
-        result = run_transfer(dataset, "s1", "feats", n_permutations=n_permutations,
-                              progress=False, **options)
+        result = run_transfer(dataset, "s1", "feats", progress=False, **options)
         wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {
@@ -85,8 +84,8 @@ def measure(root: Path, n_permutations: int, n_targets_batch: int | None) -> dic
     }
 
 
-def run_child(root: Path, n_permutations: int, n_targets_batch: int | None) -> dict:
-    command = [sys.executable, __file__, "--child", str(root), "--permutations", str(n_permutations)]
+def run_child(root: Path, n_targets_batch: int | None) -> dict:
+    command = [sys.executable, __file__, "--child", str(root)]
     if n_targets_batch is not None:
         command += ["--batch", str(n_targets_batch)]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -104,15 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voxels", type=int, default=None)
     parser.add_argument("--features", type=int, default=64, help="stimulus features per TR, before delays")
-    parser.add_argument("--permutations", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None, help="n_targets_batch (default: run_transfer's)")
     parser.add_argument("--unbatched", action="store_true", help="also run one batch of all voxels")
-    parser.add_argument("--quick", action="store_true", help="5 000 voxels, 200 permutations")
+    parser.add_argument("--quick", action="store_true", help="5 000 voxels")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    n_permutations = args.permutations or (200 if args.quick else 1000)
     if args.child is not None:
-        print(json.dumps(measure(args.child, n_permutations, args.batch)))
+        print(json.dumps(measure(args.child, args.batch)))
         return
 
     n_voxels = args.voxels or (5_000 if args.quick else 100_000)
@@ -120,14 +117,13 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         root = write_dataset(Path(tmp) / "ds", n_voxels, args.features)
         print(f"dataset: {N_RUNS}+{N_RUNS} runs x {N_TRS} TRs, {n_voxels} voxels, {args.features} "
-              f"features (x 4 delays), written in {time.perf_counter() - start:.0f} s; "
-              f"{n_permutations} permutations")
+              f"features (x 4 delays), written in {time.perf_counter() - start:.0f} s")
         responses_gib = 2 * N_RUNS * N_TRS * n_voxels * 4 / 2**30
         print(f"float32 responses of both modalities alone: {responses_gib:.2f} GiB")
-        batched = run_child(root, n_permutations, args.batch)
+        batched = run_child(root, args.batch)
         report(f"batched (n_targets_batch={args.batch or 'default'})", batched)
         if args.unbatched:
-            single = run_child(root, n_permutations, n_voxels)
+            single = run_child(root, n_voxels)
             report(f"one batch of all {n_voxels} voxels", single)
             print(f"peak ratio one batch / batched: {single['peak_gib'] / batched['peak_gib']:.2f}")
 

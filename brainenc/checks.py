@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from brainenc.errors import BrainencInputError
 from brainenc.io.dataset import MODALITIES, Dataset, Run
 from brainenc.io.features import FeatureSpace, find_feature_space
@@ -24,8 +26,8 @@ def _is_int(value) -> bool:
 
 def check_analysis_options(
     *,
-    n_permutations: int = 1000,
-    block_length: int = 10,
+    significance: bool = True,
+    max_lag: int | None = None,
     fdr_q: float = 0.05,
     alphas: Sequence[float] | None = None,
     seed: int = 0,
@@ -39,11 +41,10 @@ def check_analysis_options(
     it must lie in.
     """
     problems = []
-    if not _is_int(n_permutations) or n_permutations < 0:
-        problems.append(f"--n-permutations must be a whole number >= 0 (0 skips the test), "
-                        f"got {n_permutations!r}")
-    if not _is_int(block_length) or block_length < 1:
-        problems.append(f"--block-length must be a whole number of TRs >= 1, got {block_length!r}")
+    if not isinstance(significance, (bool, np.bool_)):
+        problems.append(f"significance must be True or False, got {significance!r}")
+    if max_lag is not None and (not _is_int(max_lag) or max_lag < 1):
+        problems.append(f"--max-lag must be a whole number of TRs >= 1, got {max_lag!r}")
     if isinstance(fdr_q, bool) or not isinstance(fdr_q, (int, float)) or not 0 < fdr_q < 1:
         problems.append(f"--fdr-q must be a false discovery rate in (0, 1), e.g. 0.05, "
                         f"got {fdr_q!r}")

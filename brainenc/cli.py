@@ -12,13 +12,13 @@ from brainenc.errors import BrainencInputError, BrainencInputWarning
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n-permutations", type=int, default=1000,
-                        help="block permutations per direction for p-values (default: 1000; 0 skips)")
-    parser.add_argument("--block-length", type=int, default=10,
-                        help="permutation block length in TRs (default: 10)")
+    parser.add_argument("--max-lag", type=int, default=None, metavar="TRS",
+                        help="longest lag of the response autocorrelation the significance tests "
+                        "account for (default: 20 s worth of TRs, 10 at TR 2 s)")
+    parser.add_argument("--no-significance", action="store_true",
+                        help="skip the significance tests and transfer maps (r and R2 only)")
     parser.add_argument("--fdr-q", type=float, default=0.05,
                         help="Benjamini-Hochberg false discovery rate (default: 0.05)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -43,9 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--layout", choices=["huth", "bids"], default="huth",
                      help="dataset layout to write (default: huth)")
     sim.add_argument("--subject", default="sim01", help="subject id (default: sim01)")
-    sim.add_argument("--n-stories", type=int, default=6, help="story runs (default: 6)")
-    sim.add_argument("--n-movies", type=int, default=6, help="movie runs (default: 6)")
-    sim.add_argument("--snr", type=float, default=None, help="signal-to-noise ratio in signal regions")
+    sim.add_argument("--n-stories", type=int, default=5, help="story runs (default: 5)")
+    sim.add_argument("--n-movies", type=int, default=5, help="movie runs (default: 5)")
+    sim.add_argument("--snr", type=float, nargs="+", default=None, metavar="SNR",
+                     help="region SNR, or LOW HIGH for a log-uniform range (default: 0.02 0.8)")
+    sim.add_argument("--n-trs-per-run", type=int, nargs="+", default=None, metavar="TRS",
+                     help="analysed volumes per run, or LOW HIGH for a range (default: 300 400)")
+    sim.add_argument("--noise-rho", type=float, default=None,
+                     help="lag-one autocorrelation of the AR(1) noise (default: 0.4)")
+    sim.add_argument("--noise-smoothing", type=int, default=None,
+                     help="steps of neighbour averaging of the noise on the mesh (default: 2)")
+    sim.add_argument("--regions-per-hemi", type=int, default=None,
+                     help="regions of each category per hemisphere (default: 2)")
+    sim.add_argument("--overlap-distance", type=float, default=None,
+                     help="centre distance of paired regions, in mean radii (default: 1.0)")
+    sim.add_argument("--edge-amplitude", type=float, default=None,
+                     help="signal amplitude at a region's edge, relative to its centre (default: 0.3)")
+    sim.add_argument("--pure-noise", action="store_true",
+                     help="no signal anywhere: a subject for calibration checks")
+    sim.add_argument("--save-signal", action="store_true",
+                     help="also write signal.npz, the noiseless signal of every run")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sim.add_argument("--movie-format", choices=["frames", "video"], default="frames",
                      help="movies as frame-time tables (default) or as small mp4 videos")
@@ -130,9 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output folder (default: demo_output)")
     demo.add_argument("--layout", choices=["huth", "bids"], default="huth",
                       help="layout of the simulated dataset (default: huth)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of the simulated subject (default: 0)")
     _add_overwrite_option(demo, "demo output")
     _add_analysis_options(demo)
     return parser
+
+
+def _value_or_range(values: list | None, option: str):
+    """One value, or a (low, high) pair, from an option taking one or two numbers."""
+    if values is None or len(values) == 1:
+        return None if values is None else values[0]
+    if len(values) == 2:
+        return tuple(values)
+    raise BrainencInputError(None, f"{option} takes one value or two (LOW HIGH), got {len(values)}")
+
+
+def _simulation_options(args) -> dict:
+    """The simulation parameters given on the command line (the others keep their defaults)."""
+    options = {
+        "snr": _value_or_range(args.snr, "--snr"),
+        "n_trs_per_run": _value_or_range(args.n_trs_per_run, "--n-trs-per-run"),
+        "noise_rho": args.noise_rho, "noise_smoothing": args.noise_smoothing,
+        "regions_per_hemi": args.regions_per_hemi, "overlap_distance": args.overlap_distance,
+        "edge_amplitude": args.edge_amplitude,
+    }
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def _test_runs(args) -> dict | None:
@@ -147,10 +187,13 @@ def _test_runs(args) -> dict | None:
 def _print_summaries(results) -> None:
     for res in results:
         print(f"\n{res.subject} / {res.feature_space_label} ({res.n_voxels} voxels)")
-        print(f"  {'direction':<16}{'signif.':>9}{'mean r':>9}{'mean r sig.':>13}")
+        print(f"  {'direction':<16}{'signif.':>9}{'mean r':>9}{'mean r sig.':>13}{'transfer':>10}")
+        transfer_maps = {t.direction: t for t in res.transfer_summaries}
         for s in res.summaries:
+            transfer = (f"{transfer_maps[s.direction].fraction_significant:>10.3f}"
+                        if s.direction in transfer_maps else "")
             print(f"  {s.direction:<16}{s.fraction_significant:>9.3f}{s.mean_r:>9.3f}"
-                  f"{s.mean_r_significant:>13.3f}")
+                  f"{s.mean_r_significant:>13.3f}{transfer}")
 
 
 def _check_extract_options(args) -> None:
@@ -217,11 +260,11 @@ def _run(args) -> None:
     if args.command == "simulate":
         from brainenc.simulate import simulate_dataset
 
-        options = {} if args.snr is None else {"snr": args.snr}
         info = simulate_dataset(args.out, layout=args.layout, subject=args.subject,
                                 n_stories=args.n_stories, n_movies=args.n_movies,
                                 seed=args.seed, movie_format=args.movie_format,
-                                overwrite=args.overwrite, **options)
+                                overwrite=args.overwrite, pure_noise=args.pure_noise,
+                                save_signal=args.save_signal, **_simulation_options(args))
         print(f"simulated subject {info.subject} ({args.layout} layout) in {info.root}")
     elif args.command == "transfer":
         from brainenc.workflows import transfer_to_folder
@@ -229,9 +272,8 @@ def _run(args) -> None:
         results = transfer_to_folder(
             args.dataset, args.subject, args.features, args.out, report=not args.no_report,
             overwrite=args.overwrite, preset=args.preset, alphas=args.alphas,
-            test_runs=_test_runs(args), score_func=args.score,
-            n_permutations=args.n_permutations, block_length=args.block_length,
-            fdr_q=args.fdr_q, backend=args.backend, seed=args.seed, progress=not args.quiet)
+            test_runs=_test_runs(args), score_func=args.score, significance=not args.no_significance,
+            max_lag=args.max_lag, fdr_q=args.fdr_q, backend=args.backend, progress=not args.quiet)
         _print_summaries(results)
         print(f"\nresults in {args.out}")
     elif args.command == "extract":
@@ -239,8 +281,8 @@ def _run(args) -> None:
     elif args.command == "demo":
         from brainenc.workflows import run_demo
 
-        results = run_demo(args.out, layout=args.layout, n_permutations=args.n_permutations,
-                           block_length=args.block_length, fdr_q=args.fdr_q, seed=args.seed,
+        results = run_demo(args.out, layout=args.layout, significance=not args.no_significance,
+                           max_lag=args.max_lag, fdr_q=args.fdr_q, seed=args.seed,
                            overwrite=args.overwrite, progress=not args.quiet)
         _print_summaries(results)
         print(f"\nreport: {args.out / 'results' / 'report.html'}")

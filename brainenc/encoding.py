@@ -375,7 +375,15 @@ class _FoldScorer:
     """Scores of one validation set for every alpha, from ``A = X_val V`` and ``B = VᵀC``.
 
     ``weights[i]`` is ``1 / (s + alphas[i])``; the prediction for alpha ``i``
-    is ``(A * weights[i]) @ B``.
+    is ``P_i = (A * weights[i]) @ B``. Correlation and R² need only two sums
+    per voxel, ``Σ_t P_i Y`` and ``Σ_t P_i²``. The first is
+    ``weights[i] @ ((AᵀY) * B)`` for every alpha at once; the second is
+    ``Σ_t P_i² = b_vᵀ D_i (AᵀA) D_i b_v`` per voxel, which costs
+    ``n_columns²`` instead of ``n_rows × n_columns`` per voxel and alpha. The
+    correlation score takes this route when ``A`` has fewer columns than rows
+    (the primal route with fewer features than validation samples). R² forms
+    every ``P_i``: its residual sum of squares would lose precision as the
+    difference of the expanded sums.
     """
 
     def __init__(self, backend: ModuleType, score_func, A, weights):
@@ -386,38 +394,66 @@ class _FoldScorer:
             # centring A centres every prediction: (A - 1 mean(A)) D B = P - 1 mean(P)
             A = A - A.mean(0)[None, :]
         self.A = A
+        self.gram = None
+        if score_func == "correlation" and A.shape[1] < A.shape[0]:
+            A64 = backend.asarray(A, dtype="float64")
+            self.gram = backend.asarray(backend.matmul(A64.T, A64), dtype=weights.dtype)
 
-    def __call__(self, B, Y_val) -> np.ndarray:
+    def _to64(self, x) -> np.ndarray:
+        """Per-voxel sums, brought to the host for the final ratios."""
+        return np.asarray(self.backend.to_numpy(x), dtype=np.float64)
+
+    def _sums(self, B, Y) -> tuple[np.ndarray, np.ndarray]:
+        """``Σ_t P_i Y`` and ``Σ_t P_i²`` per alpha and voxel (float64, n_alphas × voxels)."""
         backend = self.backend
-
-        def to64(x) -> np.ndarray:  # per-voxel sums, brought to the host for the final ratios
-            return np.asarray(backend.to_numpy(x), dtype=np.float64)
-
         n_alphas = self.weights.shape[0]
-        scores = np.empty((n_alphas, Y_val.shape[1]), dtype=np.float64)
-        if self.score_func == "correlation":
-            Yc = Y_val - Y_val.mean(0)[None, :]
-            ss_y = to64((Yc * Yc).sum(0))
+        if self.gram is None:
+            cross = np.empty((n_alphas, Y.shape[1]))
+            squares = np.empty((n_alphas, Y.shape[1]))
             for i in range(n_alphas):
                 P = backend.matmul(self.A * self.weights[i][None, :], B)
-                cross, ss_p = to64((P * Yc).sum(0)), to64((P * P).sum(0))
-                # an undefined correlation (flat prediction or flat validation data) counts as 0
-                scores[i] = _safe_ratio(cross, np.sqrt(ss_p * ss_y), 0.0)
-        elif self.score_func == "r2":
+                cross[i], squares[i] = self._to64((P * Y).sum(0)), self._to64((P * P).sum(0))
+            return cross, squares
+        cross = self._to64(backend.matmul(self.weights, backend.matmul(self.A.T, Y) * B))
+        squares = np.empty((n_alphas, Y.shape[1]))
+        for i in range(n_alphas):
+            w = self.weights[i]
+            squares[i] = self._to64((backend.matmul(self.gram * w[:, None] * w[None, :], B) * B).sum(0))
+        return cross, squares
+
+    def __call__(self, B, Y_val) -> np.ndarray:
+        if self.score_func == "correlation":
             Yc = Y_val - Y_val.mean(0)[None, :]
-            ss_tot = to64((Yc * Yc).sum(0))
-            for i in range(n_alphas):
-                R = Y_val - backend.matmul(self.A * self.weights[i][None, :], B)
-                scores[i] = 1.0 - _safe_ratio(to64((R * R).sum(0)), ss_tot, 1.0)
-        else:
-            y_true = backend.to_numpy(Y_val)
-            for i in range(n_alphas):
-                P = backend.to_numpy(backend.matmul(self.A * self.weights[i][None, :], B))
-                value = np.asarray(self.score_func(y_true, P), dtype=np.float64)
-                if value.shape != (Y_val.shape[1],):
-                    raise ValueError(f"score_func must return one score per voxel, shape "
-                                     f"({Y_val.shape[1]},); got shape {value.shape}")
-                scores[i] = value
+            cross, ss_p = self._sums(B, Yc)
+            ss_y = self._to64((Yc * Yc).sum(0))
+            # an undefined correlation (flat prediction or flat validation data) counts as 0
+            return _safe_ratio(cross, np.sqrt(np.clip(ss_p, 0.0, None) * ss_y[None, :]), 0.0)
+        if self.score_func == "r2":
+            return self._r2_scores(B, Y_val)
+        return self._custom_scores(B, Y_val)
+
+    def _r2_scores(self, B, Y_val) -> np.ndarray:
+        """``1 - Σ(Y - P_i)² / Σ(Y - mean Y)²`` per alpha (0 for flat validation data)."""
+        Yc = Y_val - Y_val.mean(0)[None, :]
+        ss_tot = self._to64((Yc * Yc).sum(0))
+        scores = np.empty((self.weights.shape[0], Y_val.shape[1]), dtype=np.float64)
+        for i in range(self.weights.shape[0]):
+            R = Y_val - self.backend.matmul(self.A * self.weights[i][None, :], B)
+            scores[i] = 1.0 - _safe_ratio(self._to64((R * R).sum(0)), ss_tot, 1.0)
+        return scores
+
+    def _custom_scores(self, B, Y_val) -> np.ndarray:
+        """Scores of a user's ``score_func(y_true, y_pred)``, one call per alpha."""
+        backend = self.backend
+        y_true = backend.to_numpy(Y_val)
+        scores = np.empty((self.weights.shape[0], Y_val.shape[1]), dtype=np.float64)
+        for i in range(self.weights.shape[0]):
+            P = backend.to_numpy(backend.matmul(self.A * self.weights[i][None, :], B))
+            value = np.asarray(self.score_func(y_true, P), dtype=np.float64)
+            if value.shape != (Y_val.shape[1],):
+                raise ValueError(f"score_func must return one score per voxel, shape "
+                                 f"({Y_val.shape[1]},); got shape {value.shape}")
+            scores[i] = value
         return scores
 
 

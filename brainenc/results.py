@@ -1,7 +1,8 @@
 """Per-voxel results of a transfer analysis, and how they are stored on disk.
 
 Storage (``scores.npz``, documented in ``docs/outputs.md``): one array per
-``<quantity>/<direction>`` key, e.g. ``r/story_to_movie``, plus metadata arrays.
+``<quantity>/<direction>`` key, e.g. ``r/story_to_movie`` or
+``transfer_significant/movie_to_story``, plus metadata arrays.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ CROSS: tuple[str, ...] = ("story_to_movie", "movie_to_story")
 BASELINE_NOTE = "unaligned baseline"
 #: Label of a result whose feature space does not record its alignment.
 UNKNOWN_PAIR_NOTE = "alignment unknown"
+#: Per-voxel quantities stored as ``<quantity>/<direction>`` in ``scores.npz``.
+_PER_DIRECTION: tuple[str, ...] = ("r", "r2", "z", "pvalues", "significant", "alignment_pvalues",
+                                   "transfer_pvalues", "transfer_significant")
 
 
 def split_direction(direction: str) -> tuple[str, str]:
@@ -63,18 +67,38 @@ class TransferResult:
         Pearson correlation and coefficient of determination between predicted
         and measured responses on the test runs (NaN for constant voxels).
     pvalues : dict of str to ndarray
-        One-sided block-permutation p-values of ``r``.
+        One-sided p-values of each direction's test that the predictions
+        correlate positively with the responses (:mod:`brainenc.inference`,
+        ``docs/statistics.md``); NaN when significance was not tested.
     significant : dict of str to ndarray of bool
-        Benjamini–Hochberg FDR masks at ``fdr_q``.
+        Benjamini–Hochberg FDR masks of ``pvalues`` at ``fdr_q``.
     alphas : dict of str to ndarray
         Regularisation selected per voxel by the model trained on each modality.
     summaries : list of DirectionSummary
+        One per direction, from ``r`` and ``significant``.
+    z : dict of str to ndarray
+        The test statistics behind ``pvalues`` (standard normal under the null).
+    alignment_pvalues : dict of str to ndarray
+        Cross-modal directions only: the test that the cross-modal prediction
+        depends on which story feature is paired with which movie feature
+        (random pairings as the null).
+    transfer_pvalues : dict of str to ndarray
+        Cross-modal directions only: the transfer test, whose null is "the
+        training-modality model carries no signal, or its predictions of the
+        other modality do not correlate, or they would correlate as well under
+        a random pairing of the features": the largest of the training
+        modality's within p-value, the cross-modal p-value and the alignment
+        p-value (``docs/statistics.md``).
+    transfer_significant : dict of str to ndarray of bool
+        Benjamini–Hochberg FDR masks of ``transfer_pvalues``: the transfer maps.
+    transfer_summaries : list of DirectionSummary
+        One per cross-modal direction, from ``r`` and ``transfer_significant``.
     space : str
         Response space (``fsaverage5``, ``volume`` or ``unknown``).
     mask_path : str or None
         Brain mask for volume spaces (to map voxels back to an image).
     settings : dict
-        Analysis settings (preset, delays, alpha grid, permutations, test runs,
+        Analysis settings (preset, delays, alpha grid, significance tests, test runs,
         ``aligned_pair`` and ``pair`` of the feature space...).
     """
 
@@ -86,6 +110,11 @@ class TransferResult:
     significant: dict[str, np.ndarray]
     alphas: dict[str, np.ndarray]
     summaries: list[DirectionSummary] = field(default_factory=list)
+    z: dict[str, np.ndarray] = field(default_factory=dict)
+    alignment_pvalues: dict[str, np.ndarray] = field(default_factory=dict)
+    transfer_pvalues: dict[str, np.ndarray] = field(default_factory=dict)
+    transfer_significant: dict[str, np.ndarray] = field(default_factory=dict)
+    transfer_summaries: list[DirectionSummary] = field(default_factory=list)
     space: str = "unknown"
     mask_path: str | None = None
     settings: dict = field(default_factory=dict)
@@ -111,8 +140,16 @@ class TransferResult:
         note = self.pair_note
         return f"{self.feature_space} ({note})" if note else self.feature_space
 
-    def summary(self, direction: str) -> DirectionSummary:
-        for item in self.summaries:
+    def map_significant(self, direction: str) -> np.ndarray:
+        """The mask a map of ``direction`` shows: the transfer map of a cross-modal
+        direction (when tested), the direction's own FDR mask otherwise."""
+        if direction in self.transfer_significant:
+            return np.asarray(self.transfer_significant[direction], dtype=bool)
+        return np.asarray(self.significant[direction], dtype=bool)
+
+    def summary(self, direction: str, transfer: bool = False) -> DirectionSummary:
+        """The summary of ``direction``; of its transfer map with ``transfer=True``."""
+        for item in self.transfer_summaries if transfer else self.summaries:
             if item.direction == direction:
                 return item
         raise KeyError(direction)
@@ -121,7 +158,7 @@ class TransferResult:
     def save(self, path: str | Path) -> Path:
         """Write all per-voxel arrays to one ``.npz`` file (atomically)."""
         arrays: dict[str, np.ndarray] = {}
-        for quantity in ("r", "r2", "pvalues", "significant"):
+        for quantity in _PER_DIRECTION:
             for direction, values in getattr(self, quantity).items():
                 arrays[f"{quantity}/{direction}"] = np.asarray(values)
         for modality, values in self.alphas.items():
@@ -133,6 +170,7 @@ class TransferResult:
             "mask_path": self.mask_path,
             "settings": self.settings,
             "summaries": [asdict(s) for s in self.summaries],
+            "transfer_summaries": [asdict(s) for s in self.transfer_summaries],
         }
         arrays["meta_json"] = np.array(json.dumps(meta, default=json_default))
         path = Path(path)
@@ -146,9 +184,7 @@ class TransferResult:
         """Read a result written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta_json"]))
-            parts: dict[str, dict[str, np.ndarray]] = {
-                q: {} for q in ("r", "r2", "pvalues", "significant", "alphas")
-            }
+            parts: dict[str, dict[str, np.ndarray]] = {q: {} for q in (*_PER_DIRECTION, "alphas")}
             for key in data.files:
                 if "/" in key:
                     quantity, name = key.split("/", 1)
@@ -157,6 +193,7 @@ class TransferResult:
             subject=meta["subject"],
             feature_space=meta["feature_space"],
             summaries=[DirectionSummary(**s) for s in meta["summaries"]],
+            transfer_summaries=[DirectionSummary(**s) for s in meta.get("transfer_summaries", [])],
             space=meta["space"],
             mask_path=meta["mask_path"],
             settings=meta["settings"],

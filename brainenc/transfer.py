@@ -17,6 +17,26 @@ Held-out runs
     remaining runs; it predicts its own modality's test runs and the other
     modality's test runs, so within and cross scores share their test data.
 
+Significance (``docs/statistics.md``)
+    Each direction's p-value tests whether predictions correlate positively
+    with the responses beyond what the responses' autocorrelation allows
+    (:mod:`brainenc.inference`). A cross-modal prediction is made without the
+    other modality's responses, and so is a prediction of named test runs:
+    each is tested directly. The pooled leave-one-run-out prediction is not:
+    each fold's model contains the other folds' test runs, so its folds are
+    dependent. Its within p-value comes instead from a sequential test on the
+    same runs: run *j* (from the third on) is predicted by a model trained on
+    the runs before it, which makes the steps' statistics independent under
+    the null, and the steps are combined by Stouffer's method. The transfer
+    maps ask in addition that the training modality's within test be
+    significant, and that the cross-modal prediction depend on the pairing of
+    story and movie feature coordinates
+    (:func:`brainenc.inference.alignment_zscores`), through the intersection-
+    union test of the three (:func:`brainenc.inference.conjunction_pvalues`):
+    a model that learned nothing from its own modality cannot carry anything
+    over, and a correlation that any pairing of the features would give is
+    chance alignment, not transfer.
+
 Aligned pairs
     Transfer means something only when the story and movie features share
     coordinates. The files of the space record whether they do (attributes
@@ -31,10 +51,9 @@ Memory
     Each training design is factorised once
     (:meth:`brainenc.encoding.VoxelwiseRidge.factor`); then voxels go through
     in batches: a batch is fitted, predicted in all four directions, scored
-    (r, R², permutation p-values) and discarded before the next one. Apart
-    from the loaded responses, memory is set by the batch size, not by the
-    number of voxels. A voxel's results do not depend on its batch: the
-    permutations come from the seed and the run layout alone.
+    (r, R², test statistics) and discarded before the next one. Apart from the
+    loaded responses, memory is set by the batch size, not by the number of
+    voxels. A voxel's results do not depend on its batch.
 """
 from __future__ import annotations
 
@@ -60,14 +79,17 @@ from brainenc.io.features import (
     space_pair,
 )
 from brainenc.io.responses import load_responses
-from brainenc.results import DIRECTIONS, TransferResult
-from brainenc.stats import (
-    block_permutation_pvalues,
-    fdr_bh,
-    pearson_r,
-    r2_score,
-    summarize_direction,
+from brainenc.inference import (
+    NoiseAutocovariance,
+    alignment_zscores,
+    conjunction_pvalues,
+    default_max_lag,
+    one_sided_pvalues,
+    prediction_zscores,
+    stouffer,
 )
+from brainenc.results import CROSS, DIRECTIONS, TransferResult, split_direction
+from brainenc.stats import fdr_bh, prediction_scores, summarize_direction
 
 
 @dataclass
@@ -160,18 +182,40 @@ def _select_runs(runs: list[Run], names: Sequence[str] | None, modality: str) ->
 Folds = list[tuple[list[int], list[int]]]
 
 
-def _check_block_length(runs: dict[str, list[Run]], chosen: dict[str, list[int] | None],
-                        block_length: int) -> None:
-    """Every test set must hold at least 2 full permutation blocks (checked before any fit)."""
+#: Fewer features than this make the normal approximation of the feature-correspondence
+#: test of the transfer maps (:func:`brainenc.inference.alignment_zscores`) rough.
+MIN_ALIGNMENT_FEATURES = 20
+
+
+def _warn_if_few_features(n_features: int, space: FeatureSpace, significance: bool) -> None:
+    if significance and n_features < MIN_ALIGNMENT_FEATURES:
+        warnings.warn(
+            f"feature space {space.name!r} has {n_features} features: the transfer maps' test of "
+            f"the feature correspondence permutes them, and with fewer than "
+            f"{MIN_ALIGNMENT_FEATURES} its normal approximation (and so the transfer p-values) "
+            "is rough", BrainencInputWarning, stacklevel=3)
+
+
+def _max_lags(runs: dict[str, list[Run]], max_lag: int | None) -> dict[str, int]:
+    """Autocorrelation lags of each modality's tests: ``max_lag``, or 20 s worth of TRs."""
+    if max_lag is not None:
+        return {m: int(max_lag) for m in runs}
+    return {m: default_max_lag(min(run.tr_grid.tr for run in modality_runs))
+            for m, modality_runs in runs.items()}
+
+
+def _check_max_lag(runs: dict[str, list[Run]], lags: dict[str, int], explicit: bool) -> None:
+    """Every tested run must be longer than twice its lags (checked before any fit)."""
     for modality, modality_runs in runs.items():
-        test = chosen[modality] if chosen[modality] is not None else range(len(modality_runs))
-        lengths = [modality_runs[i].n_trs for i in test]
-        if sum(n // block_length for n in lengths) < 2:
+        short = [f"{run.name} ({run.n_trs} TRs)" for run in modality_runs
+                 if run.n_trs <= 2 * lags[modality]]
+        if short:
+            source = (f"--max-lag {lags[modality]}" if explicit else
+                      f"the default --max-lag of {lags[modality]} TRs (20 s)")
             raise BrainencInputError(
-                None, f"--block-length {block_length}: the {modality} test runs hold "
-                f"{sum(lengths)} TRs ({', '.join(map(str, lengths))} per run), fewer than 2 "
-                f"full blocks of {block_length} TRs, so there is nothing to permute; use "
-                "shorter blocks")
+                None, f"{source}: the {modality} runs {', '.join(short)} are not longer than "
+                f"twice that many TRs, too short to estimate the response autocorrelation the "
+                "significance tests need; use a smaller --max-lag, or --no-significance")
 
 
 def _outer_folds(runs: list[Run], chosen: list[int] | None, modality: str, subject: str,
@@ -212,24 +256,24 @@ def _other(modality: str) -> str:
     return "movie" if modality == "story" else "story"
 
 
-def _warn_if_too_few_permutations(n_tested: int, n_permutations: int, fdr_q: float) -> None:
-    """Warn when the permutation resolution cannot reach what FDR at ``fdr_q`` needs."""
-    if n_permutations <= 0:
-        return
-    # the smallest attainable p is 1/(n+1); BH flags k voxels only if k/m * q reaches it
-    needed = n_tested / (fdr_q * (n_permutations + 1))
-    if needed > 0.05 * n_tested:
-        warnings.warn(
-            f"with {n_permutations} permutations the smallest p-value is "
-            f"1/{n_permutations + 1}: FDR at q={fdr_q} can flag voxels only if at least "
-            f"{int(np.ceil(needed))} of {n_tested} reach it; use more permutations",
-            stacklevel=3,
-        )
-
-
 def _constant_voxels(data: ModalityData) -> np.ndarray:
     """Voxels that are constant within every run of a modality."""
     return np.all([np.all(Y == 0, axis=0) for Y in data.responses], axis=0)
+
+
+@dataclass
+class _ChainStep:
+    """One step of the sequential within test: run ``run`` predicted from the runs before it.
+
+    ``fold`` is the index of a leave-one-run-out fold with the same training
+    runs (the last step's), whose model serves; otherwise ``factored`` is the
+    design of the runs before ``run``.
+    """
+
+    run: int
+    X_test: np.ndarray
+    factored: FactoredDesign | None = None
+    fold: int | None = None
 
 
 @dataclass
@@ -238,7 +282,8 @@ class _ModalityModels:
 
     ``factored[k]`` is the design of ``folds[k]``'s training runs; the fold
     models predict their own test runs (``X_tests[k]``) and, averaged, the
-    other modality's runs ``cross_idx`` (``X_cross``).
+    other modality's runs ``cross_idx`` (``X_cross``). ``chain`` holds the
+    models of the sequential within test (leave-one-run-out splits only).
     """
 
     folds: Folds
@@ -246,53 +291,92 @@ class _ModalityModels:
     X_tests: list[np.ndarray]
     cross_idx: list[int]
     X_cross: np.ndarray
+    chain: list[_ChainStep]
 
     @property
     def test_idx(self) -> list[int]:
         return [i for _, test in self.folds for i in test]
 
 
+def _chain_runs(folds: Folds) -> list[int]:
+    """Runs predicted by the sequential test: with leave-one-run-out folds, every run
+    from the third on (each model needs 2 earlier runs to choose its alphas); none
+    with named test runs, whose test is direct."""
+    leave_one_out = len(folds) > 1
+    return list(range(2, len(folds))) if leave_one_out else []
+
+
 def _factor_modality(own: ModalityData, cross: ModalityData, folds: Folds, cross_idx: list[int],
-                     model: VoxelwiseRidge, desc: str, progress: bool) -> _ModalityModels:
-    """Factorise the training design of every fold (the part of each fit shared by all voxels)."""
-    factored = []
-    for train, _ in tqdm(folds, desc=desc, disable=not progress, leave=False):
-        lengths = [own.run_lengths[i] for i in train]
-        factored.append(model.factor(own.stack_designs(train), runs=lengths))
+                     model: VoxelwiseRidge, desc: str, progress: bool,
+                     significance: bool) -> _ModalityModels:
+    """Factorise the training design of every fold, and of every step of the sequential
+    test when significance is tested (the part of each fit shared by all voxels)."""
+    chain_runs = _chain_runs(folds) if significance else []
+    factored, chain = [], []
+    with tqdm(total=len(folds) + len(chain_runs), desc=desc, disable=not progress,
+              leave=False) as bar:
+        for train, _ in folds:
+            lengths = [own.run_lengths[i] for i in train]
+            factored.append(model.factor(own.stack_designs(train), runs=lengths))
+            bar.update()
+        for j in chain_runs:
+            earlier = list(range(j))
+            same = [f for f, (train, _) in enumerate(folds) if train == earlier]
+            if same:
+                chain.append(_ChainStep(j, own.designs[j], fold=same[0]))
+            else:
+                factored_step = model.factor(own.stack_designs(earlier),
+                                             runs=[own.run_lengths[i] for i in earlier])
+                chain.append(_ChainStep(j, own.designs[j], factored=factored_step))
+            bar.update()
     X_tests = [own.stack_designs(test) for _, test in folds]
-    return _ModalityModels(folds, factored, X_tests, cross_idx, cross.stack_designs(cross_idx))
+    return _ModalityModels(folds, factored, X_tests, cross_idx, cross.stack_designs(cross_idx), chain)
 
 
-def _predict_voxels(models: _ModalityModels, own: ModalityData,
-                    columns: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Within and cross predictions for the voxels ``columns``, and the median selected alphas.
+@dataclass
+class _BatchPredictions:
+    """What a modality's models predict for one batch of voxels."""
+
+    within: np.ndarray           # the folds' held-out predictions, runs ``test_idx`` stacked
+    across: np.ndarray           # the mean model's predictions of runs ``cross_idx``
+    coef_mean: np.ndarray        # the mean model's weights (delayed features × voxels)
+    chain: list[np.ndarray]      # the sequential test's prediction of each step's run
+    alphas: np.ndarray           # median over folds of the selected alphas
+
+
+def _predict_voxels(models: _ModalityModels, own: ModalityData, columns: slice) -> _BatchPredictions:
+    """Within, cross and sequential-test predictions for the voxels ``columns``.
 
     Each fold's model predicts its own test runs; the mean of the fold
     weights (accumulated in float64) predicts the other modality.
     """
-    within, alphas, coef_sum = [], [], None
+    within, alphas, coefs, coef_sum = [], [], [], None
     for (train, _), factored, X_test in zip(models.folds, models.factored, models.X_tests, strict=True):
         solution = factored.solve(own.stack_responses(train, columns))
         within.append(X_test @ solution.coef)
         alphas.append(solution.best_alphas)
-        coef = solution.coef
-        coef_sum = coef.astype(np.float64) if coef_sum is None else coef_sum + coef
+        coefs.append(solution.coef)
+        coef_sum = solution.coef.astype(np.float64) if coef_sum is None else coef_sum + solution.coef
     coef_mean = (coef_sum / len(models.folds)).astype(np.float32)
-    return np.concatenate(within), models.X_cross @ coef_mean, np.median(np.stack(alphas), axis=0)
+    chain = []
+    for step in models.chain:
+        coef = (coefs[step.fold] if step.fold is not None else
+                step.factored.solve(own.stack_responses(range(step.run), columns)).coef)
+        chain.append(step.X_test @ coef)
+    return _BatchPredictions(np.concatenate(within), models.X_cross @ coef_mean, coef_mean, chain,
+                             np.median(np.stack(alphas), axis=0))
 
 
-def _score_voxels(pred: np.ndarray, Y: np.ndarray, lengths: list[int], n_permutations: int,
-                  block_length: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """r, R² and block-permutation p-values (NaN without permutations) of one voxel batch."""
-    r = pearson_r(pred, Y)
-    r2 = r2_score(pred, Y)
-    if n_permutations > 0:
-        # the permutations depend on the seed and the run layout only: every batch gets the same
-        p = block_permutation_pvalues(pred, Y, n_permutations=n_permutations,
-                                      block_length=block_length, seed=seed, run_lengths=lengths)
-    else:
-        p = np.full(len(r), np.nan)
-    return r, r2, p
+def _within_zscores(models: _ModalityModels, batch: _BatchPredictions, own: ModalityData,
+                    columns: slice, noise: NoiseAutocovariance) -> np.ndarray:
+    """z of the within test: direct on named test runs, sequential with leave-one-run-out."""
+    if not models.chain:
+        Y = own.stack_responses(models.test_idx, columns)
+        return prediction_zscores(batch.within, Y, noise.runs(models.test_idx))
+    steps = [prediction_zscores(pred, own.responses[step.run][:, columns], noise.runs([step.run]))
+             for step, pred in zip(models.chain, batch.chain, strict=True)]
+    weights = np.sqrt([own.run_lengths[step.run] for step in models.chain])
+    return stouffer(np.stack(steps), weights)
 
 
 @dataclass
@@ -301,7 +385,8 @@ class _VoxelScores:
 
     r: dict[str, np.ndarray]
     r2: dict[str, np.ndarray]
-    pvalues: dict[str, np.ndarray]
+    z: dict[str, np.ndarray]
+    alignment_z: dict[str, np.ndarray]
     alphas: dict[str, np.ndarray]
 
     @classmethod
@@ -309,30 +394,84 @@ class _VoxelScores:
         def nan_per(keys) -> dict[str, np.ndarray]:
             return {key: np.full(n_voxels, np.nan) for key in keys}
 
-        return cls(nan_per(DIRECTIONS), nan_per(DIRECTIONS), nan_per(DIRECTIONS), nan_per(MODALITIES))
+        return cls(nan_per(DIRECTIONS), nan_per(DIRECTIONS), nan_per(DIRECTIONS), nan_per(CROSS),
+                   nan_per(MODALITIES))
 
 
 def _fit_and_score(models: dict[str, _ModalityModels], data: dict[str, ModalityData], columns: slice,
-                   constant: np.ndarray, scores: _VoxelScores, **test) -> None:
+                   constant: np.ndarray, scores: _VoxelScores, lags: dict[str, int] | None,
+                   n_delays: int) -> None:
     """Fit the voxels ``columns``, predict them in all four directions and score them.
 
-    ``constant`` marks the batch's voxels that get NaN scores; ``test`` holds
-    the permutation settings of :func:`_score_voxels`.
+    ``constant`` marks the batch's voxels that get NaN scores; ``lags`` holds
+    each modality's autocorrelation lags, or is None to skip the tests;
+    ``n_delays`` is the number of delay blocks of the design's columns.
     """
+    noise = {}
+    if lags is not None:
+        for modality in MODALITIES:
+            every_run = range(len(data[modality].runs))
+            noise[modality] = NoiseAutocovariance.estimate(
+                data[modality].stack_responses(every_run, columns), data[modality].run_lengths,
+                lags[modality])
     for modality in MODALITIES:
         other = _other(modality)
         own = models[modality]
-        within, across, scores.alphas[modality][columns] = _predict_voxels(own, data[modality], columns)
+        batch = _predict_voxels(own, data[modality], columns)
+        scores.alphas[modality][columns] = batch.alphas
+        for pred in (batch.within, batch.across, *batch.chain):
+            pred[:, constant] = np.nan
         targets = {
-            f"{modality}_to_{modality}": (within, data[modality], own.test_idx),
-            f"{modality}_to_{other}": (across, data[other], own.cross_idx),
+            f"{modality}_to_{modality}": (batch.within, data[modality], own.test_idx),
+            f"{modality}_to_{other}": (batch.across, data[other], own.cross_idx),
         }
         for direction, (pred, target, indices) in targets.items():
-            pred[:, constant] = np.nan
             Y = target.stack_responses(indices, columns)
-            lengths = [target.run_lengths[i] for i in indices]
-            (scores.r[direction][columns], scores.r2[direction][columns],
-             scores.pvalues[direction][columns]) = _score_voxels(pred, Y, lengths, **test)
+            scores.r[direction][columns], scores.r2[direction][columns] = prediction_scores(pred, Y)
+        if lags is not None:
+            scores.z[f"{modality}_to_{modality}"][columns] = _within_zscores(
+                own, batch, data[modality], columns, noise[modality])
+            Y_other = data[other].stack_responses(own.cross_idx, columns)
+            cross = f"{modality}_to_{other}"
+            scores.z[cross][columns] = prediction_zscores(batch.across, Y_other,
+                                                          noise[other].runs(own.cross_idx))
+            z_align = alignment_zscores(own.X_cross.T @ Y_other, batch.coef_mean, n_delays)
+            z_align[constant] = np.nan
+            scores.alignment_z[cross][columns] = z_align
+
+
+def _significance(scores: _VoxelScores, fdr_q: float) -> dict:
+    """p-values, FDR masks and summaries of every direction and of the transfer maps."""
+    r = scores.r
+    pvalues = {d: one_sided_pvalues(scores.z[d]) for d in DIRECTIONS}
+    significant = {d: fdr_bh(pvalues[d], q=fdr_q) for d in DIRECTIONS}
+    alignment_p = {d: one_sided_pvalues(scores.alignment_z[d]) for d in CROSS}
+    transfer_p = {}
+    for d in CROSS:
+        train = split_direction(d)[0]
+        transfer_p[d] = conjunction_pvalues(pvalues[f"{train}_to_{train}"], pvalues[d], alignment_p[d])
+    transfer_sig = {d: fdr_bh(transfer_p[d], q=fdr_q) for d in CROSS}
+    return dict(
+        pvalues=pvalues, significant=significant, alignment_pvalues=alignment_p,
+        transfer_pvalues=transfer_p, transfer_significant=transfer_sig,
+        summaries=[summarize_direction(d, r[d], significant[d], fdr_q) for d in DIRECTIONS],
+        transfer_summaries=[summarize_direction(d, r[d], transfer_sig[d], fdr_q) for d in CROSS],
+    )
+
+
+def _split_settings(runs: dict[str, list[Run]], models: dict[str, _ModalityModels]) -> dict:
+    """Run names of every fold, cross test and sequential-test step, per training modality."""
+    split = {}
+    for modality in MODALITIES:
+        names = [run.name for run in runs[modality]]
+        own = models[modality]
+        split[modality] = {
+            "test_runs": [[names[i] for i in test] for _, test in own.folds],
+            "cross_test_runs": [runs[_other(modality)][i].name for i in own.cross_idx],
+            "sequential_test": [{"train_runs": names[:step.run], "test_run": names[step.run]}
+                                for step in own.chain],
+        }
+    return split
 
 
 def run_transfer(
@@ -344,12 +483,11 @@ def run_transfer(
     alphas: Sequence[float] | None = None,
     test_runs: Mapping[str, Sequence[str]] | None = None,
     score_func: str = "correlation",
-    n_permutations: int = 1000,
-    block_length: int = 10,
+    significance: bool = True,
+    max_lag: int | None = None,
     fdr_q: float = 0.05,
     backend: str = "auto",
     n_targets_batch: int = 20000,
-    seed: int = 0,
     progress: bool = True,
 ) -> TransferResult:
     """Score encoding models within and across modalities, per voxel.
@@ -371,19 +509,20 @@ def run_transfer(
         Default: leave-one-run-out within each modality.
     score_func : {"correlation", "r2"}
         How the per-voxel alpha is chosen inside each fit.
-    n_permutations, block_length : int
-        Block-permutation test of each direction's r (0 permutations skips it:
-        p-values are NaN and nothing is significant).
+    significance : bool
+        Test every direction and build the transfer maps (module notes,
+        ``docs/statistics.md``). False skips the tests and the models of the
+        sequential test: p-values are NaN and nothing is significant.
+    max_lag : int, optional
+        Longest lag, in TRs, of the response autocorrelation the tests account
+        for. Default: 20 s worth of TRs (10 at a TR of 2 s).
     fdr_q : float
-        Benjamini–Hochberg false discovery rate.
+        Benjamini–Hochberg false discovery rate of every map.
     backend : str
         himalaya backend (``"auto"``: GPU when present).
     n_targets_batch : int
         Voxels fitted, predicted and scored at once. Memory grows with this
-        batch (predictions, scores and permutation tests of one batch at a
-        time), not with the number of voxels; the results do not depend on it.
-    seed : int
-        Seed of the permutations.
+        batch, not with the number of voxels; the results do not depend on it.
     progress : bool
         Show progress bars.
 
@@ -391,10 +530,8 @@ def run_transfer(
     -------
     TransferResult
     """
-    check_analysis_options(n_permutations=n_permutations, block_length=block_length,
-                           fdr_q=fdr_q, alphas=alphas, seed=seed,
-                           n_targets_batch=n_targets_batch, score_func=score_func,
-                           backend=backend)
+    check_analysis_options(significance=significance, max_lag=max_lag, fdr_q=fdr_q, alphas=alphas,
+                           n_targets_batch=n_targets_batch, score_func=score_func, backend=backend)
     design_preset = get_preset(preset or dataset.preset)
     alpha_grid = np.asarray(alphas if alphas is not None else design_preset.alphas, dtype=float)
     space = features if isinstance(features, FeatureSpace) else find_feature_space(
@@ -407,8 +544,9 @@ def run_transfer(
     chosen = {m: _select_runs(runs[m], None if test_runs is None else test_runs.get(m), m)
               for m in MODALITIES}
     folds = {m: _outer_folds(runs[m], chosen[m], m, subject, dataset.root) for m in MODALITIES}
-    if n_permutations > 0:
-        _check_block_length(runs, chosen, block_length)
+    lags = _max_lags(runs, max_lag)
+    if significance:
+        _check_max_lag(runs, lags, explicit=max_lag is not None)
     pair = feature_space_pair(space, runs)
     data = {m: load_modality(runs[m], space, design_preset) for m in MODALITIES}
     _warn_about_pair(pair, space)
@@ -419,6 +557,7 @@ def run_transfer(
             f"story features have {widths['story']} delayed columns but movie features have "
             f"{widths['movie']}; transfer needs one feature space for both modalities",
         )
+    _warn_if_few_features(widths["story"] // len(design_preset.delays), space, significance)
     n_voxels = {m: d.responses[0].shape[1] for m, d in data.items()}
     if n_voxels["story"] != n_voxels["movie"]:
         raise BrainencInputError(
@@ -432,21 +571,16 @@ def run_transfer(
             "modality; their scores are NaN",
             stacklevel=2,
         )
-    _warn_if_too_few_permutations(int(np.sum(~constant)), n_permutations, fdr_q)
 
     model = VoxelwiseRidge(alphas=alpha_grid, score_func=score_func, backend=backend,
                            n_targets_batch=n_targets_batch, warn_constant=False)
-    models, split = {}, {}
+    models = {}
     for modality in MODALITIES:
         other = _other(modality)
         cross_idx = chosen[other] if chosen[other] is not None else list(range(len(runs[other])))
         models[modality] = _factor_modality(
             data[modality], data[other], folds[modality], cross_idx, model,
-            f"{subject} {space.name}: factor {modality} designs", progress)
-        split[modality] = {
-            "test_runs": [[runs[modality][i].name for i in test] for _, test in folds[modality]],
-            "cross_test_runs": [runs[other][i].name for i in cross_idx],
-        }
+            f"{subject} {space.name}: factor {modality} designs", progress, significance)
 
     # Fit, predict and score one batch of voxels at a time: memory is bounded by the
     # batch, never by TRs × all voxels.
@@ -456,11 +590,8 @@ def run_transfer(
     for columns in tqdm(batches, desc=f"{subject} {space.name}: fit and score voxel batches",
                         disable=not progress, leave=False):
         _fit_and_score(models, data, columns, constant[columns], scores,
-                       n_permutations=n_permutations, block_length=block_length, seed=seed)
-    r, r2, pvalues, selected_alphas = scores.r, scores.r2, scores.pvalues, scores.alphas
-
-    significant = {d: fdr_bh(pvalues[d], q=fdr_q) for d in DIRECTIONS}
-    summaries = [summarize_direction(d, r[d], significant[d], fdr_q) for d in DIRECTIONS]
+                       lags if significance else None, len(design_preset.delays))
+    tests = _significance(scores, fdr_q)
 
     first = data["story"].runs[0]
     settings = {
@@ -468,29 +599,30 @@ def run_transfer(
         "delays": list(design_preset.delays),
         "alphas": alpha_grid.tolist(),
         "score_func": score_func,
-        "n_permutations": n_permutations,
-        "block_length": block_length,
+        "significance": bool(significance),
+        "max_lag": lags if significance else None,
         "fdr_q": fdr_q,
-        "seed": seed,
         "feature_space_path": str(space.root),
         "aligned_pair": pair.aligned,
         "pair": pair.description,
         "n_features": widths["story"],
         "dataset": str(dataset.root),
         "layout": dataset.layout,
-        "split": split,
+        "split": _split_settings(runs, models),
         "held_out": "named test runs" if test_runs else "leave-one-run-out",
+        "within_test": {m: "held-out test runs" if chosen[m] is not None else
+                        "sequential: each run from the third predicted by the runs before it"
+                        for m in MODALITIES},
     }
     return TransferResult(
         subject=subject,
         feature_space=space.name,
-        r=r,
-        r2=r2,
-        pvalues=pvalues,
-        significant=significant,
-        alphas=selected_alphas,
-        summaries=summaries,
+        r=scores.r,
+        r2=scores.r2,
+        z=scores.z,
+        alphas=scores.alphas,
         space=first.space,
         mask_path=None if first.mask_path is None else str(first.mask_path),
         settings=settings,
+        **tests,
     )

@@ -5,7 +5,8 @@ Output folder of a transfer analysis (see ``docs/outputs.md``)::
     OUT/
       scores.npz        per-voxel r, r2, p-values, FDR masks, alphas (one file per feature space
                         when several: <feature space>/scores.npz)
-      summary.json      per feature space and direction: fraction significant, mean r...
+      summary.json      per feature space and direction: fraction significant, mean r...;
+                        per cross-modal direction, the same for its transfer map
       figures/*.png     cortical maps, 2-D transfer map, histograms, scatter
       report.html
 
@@ -34,8 +35,8 @@ from brainenc.io.output import output_folder
 from brainenc.results import TransferResult, json_default
 
 #: Options of :func:`brainenc.transfer.run_transfer` checked before any fit.
-_CHECKED_OPTIONS = ("n_permutations", "block_length", "fdr_q", "alphas", "seed",
-                    "n_targets_batch", "score_func", "backend")
+_CHECKED_OPTIONS = ("significance", "max_lag", "fdr_q", "alphas", "n_targets_batch",
+                    "score_func", "backend")
 
 
 def strict_json(value):
@@ -61,6 +62,7 @@ def summary_dict(results: Sequence[TransferResult]) -> dict:
                 "n_voxels": res.n_voxels,
                 "space": res.space,
                 "directions": {s.direction: asdict(s) for s in res.summaries},
+                "transfer": {s.direction: asdict(s) for s in res.transfer_summaries},
                 "settings": res.settings,
             }
             for res in results
@@ -159,8 +161,8 @@ def run_demo(
     out: str | Path = "demo_output",
     *,
     layout: str = "huth",
-    n_permutations: int = 1000,
-    block_length: int = 10,
+    significance: bool = True,
+    max_lag: int | None = None,
     fdr_q: float = 0.05,
     seed: int = 0,
     overwrite: bool = False,
@@ -176,15 +178,14 @@ def run_demo(
     from brainenc.simulate import load_ground_truth, simulate_dataset
     from brainenc.transfer import run_transfer
 
-    check_analysis_options(n_permutations=n_permutations, block_length=block_length,
-                           fdr_q=fdr_q, seed=seed)
+    check_analysis_options(significance=significance, max_lag=max_lag, fdr_q=fdr_q, seed=seed)
     with output_folder(out, kind="demo", overwrite=overwrite) as staging:
         info = simulate_dataset(staging / "dataset", layout=layout, seed=seed)
         data = load_dataset(info.root)
         truth = load_ground_truth(info.root)
         results = [
-            run_transfer(data, info.subject, name, n_permutations=n_permutations,
-                         block_length=block_length, fdr_q=fdr_q, seed=seed, progress=progress)
+            run_transfer(data, info.subject, name, significance=significance, max_lag=max_lag,
+                         fdr_q=fdr_q, progress=progress)
             for name in info.feature_spaces
         ]
         final = Path(out).expanduser().resolve()

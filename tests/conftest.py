@@ -61,3 +61,36 @@ def make_manifest_dataset(
 @pytest.fixture
 def manifest_dataset(tmp_path: Path) -> Path:
     return make_manifest_dataset(tmp_path / "manifest_ds")
+
+
+@pytest.fixture(scope="session")
+def simulated_analysis(tmp_path_factory):
+    """Simulated subjects analysed once per test session.
+
+    ``simulated_analysis(seed, space="multimodal", test_runs=None, **simulation)``
+    returns the subject's ground truth and the :func:`run_transfer` result
+    (default analysis settings, or the named test runs) of one of its feature
+    spaces; a subject is simulated once for all its analyses.
+    """
+    import warnings
+
+    from brainenc.io.layouts import load_dataset
+    from brainenc.simulate import load_ground_truth, simulate_dataset
+    from brainenc.transfer import run_transfer
+
+    results = {}
+
+    def analyse(seed: int, space: str = "multimodal", test_runs: dict | None = None, **simulation):
+        options = "_".join(f"{k}-{v}" for k, v in sorted(simulation.items()))
+        root = tmp_path_factory.getbasetemp() / f"simulated_{seed}_{options}"
+        if not root.exists():
+            simulate_dataset(root, seed=seed, **simulation)
+        key = (root, space, repr(test_runs))
+        if key not in results:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                results[key] = run_transfer(load_dataset(root), "sim01", space, test_runs=test_runs,
+                                            progress=False)
+        return load_ground_truth(root), results[key]
+
+    return analyse

@@ -169,7 +169,7 @@ def _mark(root, aligned, pair, names=None) -> None:
 
 
 def _transfer(root):
-    return run_transfer(load_dataset(root), "s1", "feats", n_permutations=0, progress=False)
+    return run_transfer(load_dataset(root), "s1", "feats", significance=False, progress=False)
 
 
 def _input_warnings(record) -> list[str]:
@@ -251,7 +251,7 @@ def test_cli_transfer_labels_an_unaligned_space(manifest, tmp_path, capsys):
     _mark(manifest, False, "unaligned: separate encoders")
     out = tmp_path / "results"
     assert main(["transfer", "--dataset", str(manifest), "--subject", "s1", "--features", "feats",
-                 "--out", str(out), "--n-permutations", "0", "--quiet"]) == 0
+                 "--out", str(out), "--no-significance", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "a baseline, not a transfer space" in captured.err
     assert "feats (unaligned baseline)" in captured.out

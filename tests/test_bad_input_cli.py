@@ -45,7 +45,7 @@ def copy_of(bases, tmp_path):
 
 def _run(dataset: Path, out: Path, subject: str = "sim01", features: str = "multimodal") -> int:
     return main(["transfer", "--dataset", str(dataset), "--subject", subject, "--features",
-                 features, "--out", str(out), "--n-permutations", "10", "--quiet"])
+                 features, "--out", str(out), "--quiet"])
 
 
 def _assert_refused(tmp_path, dataset, capsys, *fragments, subject="sim01"):

@@ -41,9 +41,8 @@ def _check_refused(capsys, code, tmp_path, before, *fragments):
 @pytest.mark.parametrize("option, value, fragment", [
     ("--fdr-q", "5", "--fdr-q must be a false discovery rate in (0, 1)"),
     ("--fdr-q", "0", "--fdr-q"),
-    ("--n-permutations", "-5", "--n-permutations must be a whole number >= 0"),
-    ("--block-length", "0", "--block-length"),
-    ("--seed", "-1", "--seed"),
+    ("--max-lag", "0", "--max-lag must be a whole number of TRs >= 1"),
+    ("--max-lag", "-3", "--max-lag"),
     ("--backend", "jax", "unknown backend 'jax'"),
 ])
 def test_bad_options_fail_before_any_fit(dataset, tmp_path, capsys, no_fit, option, value,
@@ -116,7 +115,7 @@ def test_settings_hold_the_absolute_feature_path(dataset, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "feats").mkdir()  # a decoy that must not be taken
     assert main(["transfer", "--dataset", "ds", "--subject", "s1", "--features", "feats",
-                 "--out", "res", "--n-permutations", "0", "--no-report", "--quiet"]) == 0
+                 "--out", "res", "--no-significance", "--no-report", "--quiet"]) == 0
     settings = json.loads((tmp_path / "res" / "summary.json").read_text())["results"][0]["settings"]
     assert settings["feature_space_path"] == str((dataset / "features" / "feats").resolve())
     assert settings["dataset"] == str(dataset.resolve())
@@ -174,25 +173,25 @@ def test_demo_passes_its_statistics_options_on(tmp_path, monkeypatch):
     monkeypatch.setattr(brainenc.simulate, "simulate_dataset", small)
     monkeypatch.setattr(brainenc.transfer, "run_transfer", record)
     code = main(["demo", "--out", str(tmp_path / "demo"), "--fdr-q", "0.5",
-                 "--block-length", "3", "--n-permutations", "7", "--quiet"])
+                 "--max-lag", "3", "--no-significance", "--quiet"])
     assert code == 2
-    assert seen[0]["fdr_q"] == 0.5 and seen[0]["block_length"] == 3
-    assert seen[0]["n_permutations"] == 7
+    assert seen[0]["fdr_q"] == 0.5 and seen[0]["max_lag"] == 3
+    assert seen[0]["significance"] is False
     assert list(tmp_path.iterdir()) == []
 
 
 def test_run_transfer_checks_its_options_too(dataset):
     from brainenc.io.layouts import load_dataset
 
-    with pytest.raises(BrainencInputError, match="--n-permutations"):
-        brainenc.transfer.run_transfer(load_dataset(dataset), "s1", "feats", n_permutations=-5)
+    with pytest.raises(BrainencInputError, match="--max-lag"):
+        brainenc.transfer.run_transfer(load_dataset(dataset), "s1", "feats", max_lag=-5)
 
 
-def test_block_length_longer_than_the_test_runs_fails_before_any_fit(dataset, tmp_path,
-                                                                     capsys, no_fit):
+def test_lags_longer_than_half_a_run_fail_before_any_fit(dataset, tmp_path, capsys, no_fit):
     before = tree_state(tmp_path)
-    code = _transfer(dataset, tmp_path / "out", "--features", "feats", "--block-length", "100000")
-    _check_refused(capsys, code, tmp_path, before, "--block-length 100000", "nothing to permute")
+    code = _transfer(dataset, tmp_path / "out", "--features", "feats", "--max-lag", "100000")
+    _check_refused(capsys, code, tmp_path, before, "--max-lag 100000",
+                   "too short to estimate the response autocorrelation")
 
 
 def test_cuda_backend_without_a_gpu_is_a_clean_error(dataset, tmp_path, capsys, no_fit):

@@ -43,7 +43,7 @@ def test_extract_then_transfer_on_a_simulated_subject(tmp_path, capsys):
     out = tmp_path / "results"
     assert main(["transfer", "--dataset", str(info.root), "--subject", info.subject,
                  "--features", "bridgetower-tiny_tower2", "--out", str(out),
-                 "--n-permutations", "100", "--quiet"]) == 0
+                 "--quiet"]) == 0
     scores = np.load(out / "scores.npz")
     assert scores["r/story_to_movie"].shape == (20484,)
     summary = json.loads((out / "summary.json").read_text())

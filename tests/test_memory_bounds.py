@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import linalg
+from scipy import stats as scipy_stats
 
 from brainenc import stats
 from brainenc.design import get_preset
@@ -16,7 +18,7 @@ from brainenc.errors import BrainencInputError
 from brainenc.io.features import find_feature_space
 from brainenc.io.layouts import load_dataset
 from brainenc.results import DIRECTIONS
-from brainenc.stats import block_permutations, pearson_r
+from brainenc.stats import pearson_r
 from brainenc.transfer import load_modality, run_transfer
 from tests.conftest import make_manifest_dataset
 from tests.test_encoding import closed_form, pearson
@@ -49,7 +51,7 @@ def batch_dataset(tmp_path_factory):
 def transfer(dataset, n_targets_batch, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant voxels, onset assumptions
-        return run_transfer(dataset, "s1", "feats", n_permutations=300, progress=False,
+        return run_transfer(dataset, "s1", "feats", progress=False,
                             n_targets_batch=n_targets_batch, **kwargs)
 
 
@@ -60,7 +62,9 @@ def test_batch_of_7_matches_one_batch_of_all_voxels(batch_dataset, test_runs):
     for direction in DIRECTIONS:
         np.testing.assert_allclose(small.r[direction], whole.r[direction], rtol=0, atol=1e-6)
         np.testing.assert_allclose(small.r2[direction], whole.r2[direction], rtol=0, atol=1e-6)
-        np.testing.assert_array_equal(small.pvalues[direction], whole.pvalues[direction])
+        # float32 fits agree to rounding across batch sizes, the tests to the same degree
+        np.testing.assert_allclose(small.z[direction], whole.z[direction], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(small.pvalues[direction], whole.pvalues[direction], rtol=1e-3)
         np.testing.assert_array_equal(small.significant[direction], whole.significant[direction])
         assert np.isnan(small.r[direction][list(CONSTANT)]).all()
         # the p-values span a range, so equality is not that of saturated values
@@ -71,9 +75,23 @@ def test_batch_of_7_matches_one_batch_of_all_voxels(batch_dataset, test_runs):
     assert 0 < sum(s.n_significant for s in small.summaries) < 4 * (N_VOXELS - len(CONSTANT))
 
 
-def test_batched_scores_match_float64_ridge_and_naive_permutations(batch_dataset):
+def reference_zscore(pred, y, max_lag):
+    """A plain implementation of the test of one column: the run's autocovariance from
+    loops (bias-corrected as documented), its Toeplitz covariance, and g' Σ g."""
+    n = len(y)
+    y = y - y.mean()
+    gamma = np.array([sum(y[t] * y[t + k] for t in range(n - k)) / (n - k)
+                      for k in range(max_lag + 1)])
+    gamma = gamma + (gamma[0] + 2 * gamma[1:].sum()) / n
+    column = np.zeros(n)
+    column[:max_lag + 1] = gamma
+    g = pred - pred.mean()
+    return float(g @ y / np.sqrt(g @ linalg.toeplitz(column) @ g))
+
+
+def test_batched_scores_match_float64_ridge_and_a_plain_test(batch_dataset):
     """Named test runs: one model per modality, checked with a plain float64 ridge and a
-    permute-and-correlate null built from the documented block orders."""
+    plain implementation of the cross-modal test on the single test run."""
     res = transfer(batch_dataset, 7, test_runs={"story": ["story1"], "movie": ["movie3"]})
     preset = get_preset(batch_dataset.preset)
     space = find_feature_space("feats", batch_dataset.feature_root)
@@ -87,11 +105,11 @@ def test_batched_scores_match_float64_ridge_and_naive_permutations(batch_dataset
     pred = X_test @ W
     np.testing.assert_allclose(res.r["story_to_movie"][keep], pearson(pred, Y_test[:, keep]), atol=1e-4)
 
-    orders = block_permutations(len(Y_test), block_length=10, n_permutations=300, seed=0)
-    observed = pearson_r(pred, Y_test[:, keep])
-    null = np.stack([pearson_r(pred[order], Y_test[:, keep]) for order in orders])
-    naive_p = (1 + (null >= observed - 1e-6).sum(0)) / 301
-    np.testing.assert_allclose(res.pvalues["story_to_movie"][keep], naive_p, atol=2 / 301)
+    expected = [reference_zscore(pred[:, i].astype(np.float64), Y_test[:, v].astype(np.float64), 10)
+                for i, v in enumerate(keep)]
+    np.testing.assert_allclose(res.z["story_to_movie"][keep], expected, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(res.pvalues["story_to_movie"][keep],
+                               scipy_stats.norm.sf(expected), rtol=1e-2, atol=1e-6)
 
 
 def test_peak_memory_follows_the_batch_not_the_voxel_count(tmp_path):

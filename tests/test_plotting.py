@@ -45,6 +45,14 @@ def _is_grey(colors: np.ndarray) -> bool:
     return bool(np.all(np.ptp(colors[:, :3], axis=1) < 1e-6))
 
 
+def _panels(fig) -> list:
+    """The surface panels of a cortical map, in the order of ``surface.PANELS``."""
+    titles = [f"{h} {v}" for h, v in surface.PANELS]
+    panels = [ax for ax in fig.axes if ax.get_title() in titles]
+    assert [ax.get_title() for ax in panels] == titles
+    return panels
+
+
 # -- surface maps --------------------------------------------------------------------
 
 
@@ -52,12 +60,14 @@ def test_plot_fsaverage5_draws_four_views_colour_bar_and_background_for_nan():
     values = np.full(surface.N_VERTICES, np.nan)
     values[:N_HEMI] = 0.15  # left hemisphere at half of vmax, right hemisphere missing
     fig = surface.plot_fsaverage5(values, title="t", vmax=0.3)
-    three_d = [ax for ax in fig.axes if ax.name == "3d"]
-    assert len(three_d) == 4 and len(fig.axes) == 5  # + colour bar
-    assert [ax.get_title() for ax in three_d] == [f"{h} {v}" for h, v in surface.PANELS]
+    panels = _panels(fig)
+    assert len(panels) == 4 and len(fig.axes) == 5  # + colour bar
     expected = np.round(np.array(surface._resolve_cmap("cold_hot")(0.75)), 4)
-    for ax, (hemi, _) in zip(three_d, surface.PANELS):
-        assert len(ax.collections[0].get_facecolor()) == 20480  # fsaverage5 faces
+    for ax, (hemi, view) in zip(panels, surface.PANELS):
+        # the fsaverage5 faces turned toward the viewer: over half of the 20 480 from the side
+        shown = len(ax.collections[0].get_facecolor())
+        assert shown == len(surface._projected_faces("inflated", hemi, view)[1])
+        assert 6000 < shown < 20480
         colors = _face_colors(ax)
         if hemi == "left":  # every face: the colour of 0.15 on a -0.3..0.3 scale
             np.testing.assert_allclose(colors, expected[None, :], atol=1e-4)
@@ -65,6 +75,22 @@ def test_plot_fsaverage5_draws_four_views_colour_bar_and_background_for_nan():
             assert len(colors) > 10 and _is_grey(colors)
     colorbar_ax = fig.axes[4]
     assert colorbar_ax.get_ylim() == pytest.approx((-0.3, 0.3))
+
+
+@pytest.mark.parametrize("hemi, view", surface.PANELS)
+def test_each_panel_shows_the_side_of_the_hemisphere_it_names(hemi, view):
+    """Lateral views show the faces on the outer side (x < 0 on the left hemisphere), medial
+    views the inner side, painted far to near; anterior (+y) points left in views from -x."""
+    triangles, order = surface._projected_faces("inflated", hemi, view)
+    part = surface._mesh("inflated", hemi)
+    centres = np.asarray(part.coordinates)[np.asarray(part.faces)[order]].mean(axis=1)
+    outward = -1.0 if hemi == "left" else 1.0
+    side = outward if view == "lateral" else -outward
+    assert side * np.median(centres[:, 0]) > 10.0
+    depth = side * centres[:, 0]
+    assert np.all(np.diff(depth) >= 0)  # far first
+    screen_x = triangles.mean(axis=1)[:, 0]
+    assert np.corrcoef(screen_x, centres[:, 1])[0, 1] == pytest.approx(side, abs=1e-6)
 
 
 def test_plot_fsaverage5_threshold_hides_small_values():
@@ -101,15 +127,14 @@ def test_plot_fsaverage5_2d_colours_vertices_by_the_pair_and_draws_a_legend():
     mask = np.zeros(surface.N_VERTICES, bool)
     mask[:N_HEMI] = True  # right hemisphere masked out
     fig = surface.plot_fsaverage5_2d(x, y, vmax=0.3, mask=mask, n_levels=8)
-    three_d = [ax for ax in fig.axes if ax.name == "3d"]
-    assert len(three_d) == 4
-    for ax, (hemi, _) in zip(three_d, surface.PANELS):
+    panels = _panels(fig)
+    for ax, (hemi, _) in zip(panels, surface.PANELS):
         colors = _face_colors(ax)
         if hemi == "left":
             np.testing.assert_allclose(colors[:, :3], surface.BIVARIATE_CORNERS[[1]], atol=1e-4)
         else:
             assert _is_grey(colors)
-    legend = [ax for ax in fig.axes if ax.name != "3d"]
+    legend = [ax for ax in fig.axes if ax not in panels]
     assert len(legend) == 1
     square = legend[0].images[0].get_array()
     # origin="lower": row 0 is y = 0; column 0 is x = 0.

@@ -21,7 +21,7 @@ from tests.safety import assert_refused, tree_state
 
 def _transfer(dataset: Path, out, *extra: str) -> int:
     return main(["transfer", "--dataset", str(dataset), "--subject", "s1", "--features", "feats",
-                 "--out", str(out), "--n-permutations", "20", "--no-report", "--quiet", *extra])
+                 "--out", str(out), "--no-report", "--quiet", *extra])
 
 
 @pytest.fixture
@@ -105,9 +105,9 @@ def test_previous_result_needs_overwrite_and_only_it_is_replaced(dataset, tmp_pa
     capsys.readouterr()
     assert_refused(capsys, _transfer(dataset, out), "--overwrite")
     assert tree_state(tmp_path) == before
-    assert _transfer(dataset, out, "--overwrite", "--seed", "3") == 0
+    assert _transfer(dataset, out, "--overwrite", "--fdr-q", "0.1") == 0
     settings = json.loads((out / "summary.json").read_text())["results"][0]["settings"]
-    assert settings["seed"] == 3
+    assert settings["fdr_q"] == 0.1
     assert (tmp_path / "beside.txt").read_text() == "beside"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["beside.txt", "ds", "results"]
     # a file the user added to the result is not ours to delete, even with --overwrite
@@ -147,13 +147,17 @@ def test_interrupt_in_process_is_one_line_and_leaves_nothing(dataset, tmp_path, 
     assert tree_state(tmp_path) == before
 
 
+#: A ridge grid long enough to keep a small transfer busy for a while.
+SLOW_ALPHA_GRID = [f"{a:g}" for a in np.logspace(0, 4, 4000)]
+
+
 def _running_transfer(tmp_path: Path) -> subprocess.Popen:
     """A long transfer in a child process, returned once its staging folder exists."""
     dataset = make_manifest_dataset(tmp_path / "ds", n_runs=3, n_trs=200, n_voxels=3000)
     process = subprocess.Popen(
         [sys.executable, "-m", "brainenc.cli", "transfer", "--dataset", str(dataset),
          "--subject", "s1", "--features", "feats", "--out", str(tmp_path / "out"),
-         "--n-permutations", "100000", "--quiet"],
+         "--quiet", "--alphas", *SLOW_ALPHA_GRID],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".out.*.tmp")) and time.monotonic() < deadline:
@@ -268,7 +272,7 @@ def test_extract_out_rules(dataset, tmp_path, capsys):
 
 def test_summary_json_is_strict(dataset, tmp_path):
     out = tmp_path / "res"
-    assert _transfer(dataset, out, "--n-permutations", "0") == 0
+    assert _transfer(dataset, out, "--no-significance") == 0
     text = (out / "summary.json").read_text()
     assert "NaN" not in text
     summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))

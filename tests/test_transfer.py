@@ -16,7 +16,7 @@ from tests.conftest import make_manifest_dataset
 
 def test_all_directions_predictable_on_planted_data(manifest_dataset):
     data = load_dataset(manifest_dataset)
-    res = run_transfer(data, "s1", "feats", n_permutations=200, progress=False)
+    res = run_transfer(data, "s1", "feats", progress=False)
     assert set(res.r) == set(DIRECTIONS)
     for direction in DIRECTIONS:
         # the planted map is shared by both modalities: every direction works
@@ -25,13 +25,22 @@ def test_all_directions_predictable_on_planted_data(manifest_dataset):
         # r2 and r agree in kind: a good prediction explains variance
         assert np.nanmean(res.r2[direction]) > 0.2
     assert res.settings["held_out"] == "leave-one-run-out"
+    # the transfer maps need the training modality's within test, the cross-modal test and
+    # the feature-correspondence test
+    for direction in ("story_to_movie", "movie_to_story"):
+        assert res.transfer_significant[direction].mean() == 1.0
+        train = direction.split("_to_")[0]
+        np.testing.assert_array_equal(
+            res.transfer_pvalues[direction],
+            np.maximum.reduce([res.pvalues[direction], res.pvalues[f"{train}_to_{train}"],
+                               res.alignment_pvalues[direction]]))
     assert res.alphas["story"].shape == (12,)
 
 
 def test_named_test_runs_share_test_data(manifest_dataset):
     data = load_dataset(manifest_dataset)
     res = run_transfer(data, "s1", "feats", test_runs={"story": ["story2"], "movie": ["movie0"]},
-                       n_permutations=0, progress=False)
+                       significance=False, progress=False)
     split = res.settings["split"]
     assert split["story"]["test_runs"] == [["story2"]]
     assert split["story"]["cross_test_runs"] == ["movie0"]
@@ -46,7 +55,7 @@ def test_constant_voxels_warn_and_score_nan(tmp_path):
     root = make_manifest_dataset(tmp_path / "ds", constant_voxels=(3, 7))
     data = load_dataset(root)
     with pytest.warns(UserWarning, match="2 voxels"):
-        res = run_transfer(data, "s1", "feats", n_permutations=50, progress=False)
+        res = run_transfer(data, "s1", "feats", progress=False)
     for direction in DIRECTIONS:
         assert np.isnan(res.r[direction][[3, 7]]).all()
         assert not res.significant[direction][[3, 7]].any()
@@ -56,20 +65,28 @@ def test_constant_voxels_warn_and_score_nan(tmp_path):
 
 def test_result_round_trip(manifest_dataset, tmp_path):
     data = load_dataset(manifest_dataset)
-    res = run_transfer(data, "s1", "feats", n_permutations=20, progress=False)
+    res = run_transfer(data, "s1", "feats", progress=False)
     path = res.save(tmp_path / "scores.npz")
     back = TransferResult.load(path)
     for direction in DIRECTIONS:
         np.testing.assert_array_equal(back.r[direction], res.r[direction])
         np.testing.assert_array_equal(back.significant[direction], res.significant[direction])
+        np.testing.assert_array_equal(back.z[direction], res.z[direction])
+    for direction in ("story_to_movie", "movie_to_story"):
+        np.testing.assert_array_equal(back.transfer_pvalues[direction], res.transfer_pvalues[direction])
+        np.testing.assert_array_equal(back.alignment_pvalues[direction],
+                                      res.alignment_pvalues[direction])
+        np.testing.assert_array_equal(back.transfer_significant[direction],
+                                      res.transfer_significant[direction])
     assert back.summaries == res.summaries
+    assert back.transfer_summaries == res.transfer_summaries and len(back.transfer_summaries) == 2
     assert back.settings["alphas"] == res.settings["alphas"]
 
 
 def test_cli_transfer_writes_outputs(manifest_dataset, tmp_path):
     out = tmp_path / "out"
     code = main(["transfer", "--dataset", str(manifest_dataset), "--subject", "s1",
-                 "--features", "feats", "--out", str(out), "--n-permutations", "50", "--quiet"])
+                 "--features", "feats", "--out", str(out), "--quiet"])
     assert code == 0
     scores = np.load(out / "scores.npz")
     assert scores["r/story_to_movie"].shape == (12,)
@@ -77,6 +94,10 @@ def test_cli_transfer_writes_outputs(manifest_dataset, tmp_path):
     directions = summary["results"][0]["directions"]
     assert set(directions) == set(DIRECTIONS)
     assert directions["story_to_movie"]["fraction_significant"] == 1.0
+    transfer = summary["results"][0]["transfer"]
+    assert set(transfer) == {"story_to_movie", "movie_to_story"}
+    assert transfer["movie_to_story"]["fraction_significant"] == 1.0
+    assert scores["transfer_significant/story_to_movie"].all()
     assert (out / "report.html").is_file()
     assert any((out / "figures").glob("*.png"))
 

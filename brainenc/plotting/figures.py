@@ -69,18 +69,29 @@ def direction_summaries(result: TransferResult) -> dict[str, DirectionSummary]:
     }
 
 
+def map_summaries(result: TransferResult) -> dict[str, DirectionSummary]:
+    """The summary of what each direction's map shows: the transfer map of a cross-modal
+    direction (when tested, :meth:`TransferResult.map_significant`), else as
+    :func:`direction_summaries`."""
+    summaries = direction_summaries(result)
+    summaries.update({s.direction: s for s in result.transfer_summaries})
+    return summaries
+
+
 def transfer_category(result: TransferResult) -> np.ndarray:
-    """Index into :data:`TRANSFER_CATEGORIES` per voxel, from the cross-direction FDR masks.
+    """Index into :data:`TRANSFER_CATEGORIES` per voxel, from the transfer maps of the two
+    cross-modal directions (their FDR masks for a result without transfer maps).
 
     0 neither, 1 story→movie only, 2 movie→story only, 3 both.
     """
-    s2m = np.asarray(result.significant["story_to_movie"], dtype=bool)
-    m2s = np.asarray(result.significant["movie_to_story"], dtype=bool)
+    s2m = result.map_significant("story_to_movie")
+    m2s = result.map_significant("movie_to_story")
     return s2m.astype(int) + 2 * m2s.astype(int)
 
 
 def plot_histograms(result: TransferResult, bins: int = 60) -> Figure:
-    """Distribution of r in each of the four directions, significant voxels highlighted.
+    """Distribution of r in each of the four directions, significant voxels highlighted
+    (for a cross-modal direction, those of its transfer map).
 
     Returns
     -------
@@ -99,11 +110,12 @@ def plot_histograms(result: TransferResult, bins: int = 60) -> Figure:
     axes = figure.subplots(2, 2, sharex=True).ravel()
     for ax, direction in zip(axes, DIRECTIONS):
         r = np.asarray(result.r[direction], float)
-        significant = np.asarray(result.significant[direction], bool) & np.isfinite(r)
+        significant = result.map_significant(direction) & np.isfinite(r)
         defined = np.isfinite(r)
         ax.hist(r[defined], bins=edges, color="#c8c8c8", label="all voxels")
         ax.hist(r[significant], bins=edges, color=DIRECTION_COLORS[direction],
-                label="FDR significant")
+                label="transfer significant" if direction in result.transfer_significant
+                else "FDR significant")
         ax.axvline(0.0, color="black", linewidth=0.8)
         n_defined = int(defined.sum())
         share = significant.sum() / n_defined if n_defined else float("nan")
@@ -143,7 +155,7 @@ def _scatter_by_category(ax, x, y, category) -> None:
 
 
 def plot_transfer_scatter(result: TransferResult) -> Figure:
-    """story→movie r against movie→story r per voxel, coloured by which direction is significant.
+    """story→movie r against movie→story r per voxel, coloured by which transfer map holds it.
 
     Returns
     -------
@@ -158,7 +170,8 @@ def plot_transfer_scatter(result: TransferResult) -> Figure:
     _identity_and_zero_lines(ax, *_limits(x, y))
     ax.set_xlabel("story → movie r (model trained on stories)")
     ax.set_ylabel("movie → story r (model trained on movies)")
-    ax.legend(fontsize=8, markerscale=3, loc="upper left", title="FDR significant", title_fontsize=8)
+    ax.legend(fontsize=8, markerscale=3, loc="upper left", title="transfer significant",
+              title_fontsize=8)
     ax.set_title(f"Cross-modal transfer: {result_label(result)}", fontsize=10)
     return figure
 
@@ -269,7 +282,8 @@ def plot_ground_truth_summary(
 
 
 def plot_feature_space_comparison(results: Sequence[TransferResult]) -> Figure:
-    """Fraction of significant voxels and mean r per direction, one bar per result.
+    """Fraction of significant voxels and mean r per direction, one bar per result
+    (for the cross-modal directions, of their transfer maps).
 
     Returns
     -------
@@ -282,7 +296,7 @@ def plot_feature_space_comparison(results: Sequence[TransferResult]) -> Figure:
     positions = np.arange(len(DIRECTIONS))
     colors = [f"C{i}" for i in range(len(results))]
     for k, (result, color) in enumerate(zip(results, colors)):
-        summaries = direction_summaries(result)
+        summaries = map_summaries(result)
         fraction = [summaries[d].fraction_significant for d in DIRECTIONS]
         mean_sig = [summaries[d].mean_r_significant for d in DIRECTIONS]
         offset = (k - (len(results) - 1) / 2) * width

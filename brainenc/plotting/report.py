@@ -30,7 +30,7 @@ from brainenc.errors import BrainencInputError
 from brainenc.io.atomic import write_text_atomic
 from brainenc.plotting import figures as figs
 from brainenc.plotting import surface
-from brainenc.results import CROSS, DIRECTIONS, TransferResult
+from brainenc.results import CROSS, DIRECTIONS, TransferResult, split_direction
 
 FIGURE_DIR = "figures"
 
@@ -102,9 +102,10 @@ def _ground_truth_labels(ground_truth: Any) -> tuple[np.ndarray, list[str]]:
 
 
 def _surface_inputs(result: TransferResult) -> tuple[dict[str, np.ndarray] | None, str | None]:
-    """Per-vertex arrays for the maps: significant r per direction, and the two cross r
-    (NaN where neither cross direction is significant); or why there are none."""
-    significant = {d: np.asarray(result.significant[d], bool) for d in DIRECTIONS}
+    """Per-vertex arrays for the maps: r where significant per direction (for a cross-modal
+    direction, in its transfer map), and the two cross r (NaN where neither transfer map
+    holds the vertex); or why there are none."""
+    significant = {d: result.map_significant(d) for d in DIRECTIONS}
     either_cross = significant["story_to_movie"] | significant["movie_to_story"]
     per_voxel = {d: np.where(significant[d], result.r[d], np.nan) for d in DIRECTIONS}
     per_voxel["x"] = np.where(either_cross, result.r["story_to_movie"], np.nan)
@@ -128,7 +129,7 @@ def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, sec
     section.map_note = note
     if inputs is None:
         return
-    summaries = figs.direction_summaries(result)
+    summaries = figs.map_summaries(result)
     significant_values = np.concatenate([np.abs(inputs[d][np.isfinite(inputs[d])]) for d in DIRECTIONS])
     # One colour scale for the four directions, so that their maps compare.
     vmax = float(np.percentile(significant_values, 99)) if significant_values.size else 0.1
@@ -136,14 +137,20 @@ def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, sec
     q = summaries[DIRECTIONS[0]].fdr_q
     for direction in DIRECTIONS:
         s = summaries[direction]
+        transfer = direction in result.transfer_significant
         title = (f"{figs.result_label(result)}: {figs.direction_label(direction)} "
-                 f"({s.n_significant} significant, FDR q = {q:g})")
+                 f"({s.n_significant} {'transfer ' if transfer else ''}significant, FDR q = {q:g})")
         figure = surface.plot_fsaverage5(inputs[direction], title=title, vmax=vmax,
                                          colorbar_label="r (significant vertices)")
         name = f"{slug}_r_{direction}.png"
         figs.save_figure(figure, fig_dir / name, dpi=dpi)
-        section.maps.append((f"{FIGURE_DIR}/{name}", f"r, {figs.direction_label(direction)}; "
-                             "vertices not significant after FDR show the sulcal background"))
+        caption = (f"r, {figs.direction_label(direction)}, transfer map: vertices where the "
+                   f"{split_direction(direction)[0]} model predicts held-out {split_direction(direction)[0]} "
+                   "runs and its predictions correlate with the other modality (FDR); others show "
+                   "the sulcal background" if transfer else
+                   f"r, {figs.direction_label(direction)}; vertices not significant after FDR "
+                   "show the sulcal background")
+        section.maps.append((f"{FIGURE_DIR}/{name}", caption))
     figure = surface.plot_fsaverage5_2d(
         inputs["x"], inputs["y"],
         title=f"{figs.result_label(result)}: cross-modal transfer in both directions",
@@ -151,7 +158,7 @@ def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, sec
     name = f"{slug}_transfer2d.png"
     figs.save_figure(figure, fig_dir / name, dpi=dpi)
     section.maps.append((f"{FIGURE_DIR}/{name}", "story → movie r and movie → story r through a "
-                         "2-D colour map; vertices significant in neither direction show the background"))
+                         "2-D colour map; vertices in neither transfer map show the background"))
 
 
 def _plots(result: TransferResult, fig_dir: Path, slug: str, dpi: int, section: _Section) -> None:
@@ -198,6 +205,7 @@ table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f2f2f2; } td.label, th.label { text-align: left; }
 tr.cross td, tr.cross th { background: #fbf7ea; }
+tr.transfer td, tr.transfer th { background: #f6eadb; font-weight: 600; }
 figure { display: inline-block; margin: .5em; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .85em; color: #555; max-width: 560px; }
@@ -207,10 +215,10 @@ figcaption { font-size: .85em; color: #555; max-width: 560px; }
 
 def _summary_table(result: TransferResult) -> str:
     summaries = figs.direction_summaries(result)
+    entries = [(d, "cross" if d in CROSS else "within", summaries[d]) for d in DIRECTIONS]
+    entries += [(s.direction, "transfer", s) for s in result.transfer_summaries]
     rows = []
-    for d in DIRECTIONS:
-        s = summaries[d]
-        kind = "cross" if d in CROSS else "within"
+    for d, kind, s in entries:
         rows.append(
             f"<tr class='{kind}'><th class='label'>{_e(figs.direction_label(d))}</th><td>{kind}</td>"
             f"<td>{s.n_voxels}</td><td>{s.n_significant}</td>"
@@ -221,6 +229,9 @@ def _summary_table(result: TransferResult) -> str:
         "<table><tr><th class='label'>direction</th><th>kind</th><th>voxels</th><th>significant</th>"
         "<th>fraction significant</th><th>mean r</th><th>mean r (significant)</th><th>max r</th></tr>"
         + "".join(rows) + "</table>"
+        "<p class='small'>within, cross: the test that predictions correlate with held-out "
+        "responses. transfer: a cross-modal direction's vertices where, in addition, the "
+        "training modality's own within test is significant (docs/statistics.md).</p>"
     )
 
 
@@ -275,7 +286,7 @@ def _comparison_html(results: Sequence[TransferResult], figure_path: str) -> str
     ):
         rows = []
         for result in results:
-            summaries = figs.direction_summaries(result)
+            summaries = figs.map_summaries(result)
             cells = "".join(f"<td>{fmt(getattr(summaries[d], key))}</td>" for d in DIRECTIONS)
             rows.append(f"<tr><th class='label'>{_e(figs.result_label(result))}</th>{cells}</tr>")
         tables.append(f"<h3>{_e(title)}</h3><table><tr><th class='label'>result</th>{header}</tr>"
@@ -283,7 +294,7 @@ def _comparison_html(results: Sequence[TransferResult], figure_path: str) -> str
     return ("<h2 id='comparison'>Comparison across feature spaces</h2>"
             "<p class='small'>Representations that transfer better across modalities have more "
             "significant voxels and higher r in the cross-modal directions (story → movie, "
-            "movie → story).</p>" + "".join(tables)
+            "movie → story; counted in their transfer maps).</p>" + "".join(tables)
             + _figure_html(figure_path, "Fraction significant and mean r of significant voxels "
                            "per direction and result."))
 
@@ -318,7 +329,8 @@ def write_report(
 
     Notes
     -----
-    Cortical maps show r of FDR-significant voxels. They are drawn for
+    Cortical maps show r of FDR-significant voxels (for the cross-modal
+    directions, of their transfer maps). They are drawn for
     ``fsaverage5`` results, and for ``volume`` results whose mask is available
     (projected with :func:`brainenc.plotting.surface.volume_to_fsaverage5`);
     for ``unknown`` spaces the report says why there are none.
@@ -348,8 +360,11 @@ def write_report(
     body.append("<p>Voxelwise encoding models trained on one modality (stories or movies) and "
                 "tested on held-out runs of the same modality (within) and of the other "
                 "modality (cross-modal transfer). r: Pearson correlation between predicted and "
-                "measured responses; significance by block permutation with Benjamini–Hochberg "
-                "FDR control. Fractions count voxels with a defined r.</p>")
+                "measured responses. Significance: a test of each direction that accounts for "
+                "the responses' autocorrelation, with Benjamini–Hochberg FDR control; the "
+                "cross-modal maps are transfer maps, which also require the training "
+                "modality's within test (docs/statistics.md). Fractions count voxels with a "
+                "defined r.</p>")
     links = [f"<li><a href='#{_e(slug)}'>{_e(figs.result_label(s.result))}</a></li>" for slug, s in sections]
     if len(results) > 1:
         links.append("<li><a href='#comparison'>Comparison across feature spaces</a></li>")

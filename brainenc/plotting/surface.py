@@ -5,7 +5,9 @@ each, 20 484 in all), the order of fMRIPrep's fsaverage5 outputs. The meshes
 and the sulcal-depth background ship with nilearn, so nothing is downloaded.
 
 Figures are built as :class:`matplotlib.figure.Figure` objects with an Agg
-canvas, independent of pyplot and of any interactive backend.
+canvas, independent of pyplot and of any interactive backend. Each panel is an
+orthographic view of one hemisphere's mesh, drawn as 2-D triangles (the faces
+turned toward the viewer, far to near), coloured per face.
 """
 from __future__ import annotations
 
@@ -105,41 +107,96 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _surface_axes(figure: Figure, right_margin: float, top: float) -> list:
-    """Four 3-D axes in a 2 × 2 grid (see :data:`PANELS`) that leave room on the right."""
+    """Four axes in a 2 × 2 grid (see :data:`PANELS`) that leave room on the right."""
     width = (1.0 - right_margin) / 2
     height = top / 2
     axes = []
     for index in range(len(PANELS)):
         row, col = divmod(index, 2)
         rect = (col * width, top - (row + 1) * height, width, height)
-        axes.append(figure.add_axes(rect, projection="3d"))
+        ax = figure.add_axes(rect)
+        ax.set_axis_off()
+        ax.set_aspect("equal")
+        axes.append(ax)
     return axes
 
 
+@functools.lru_cache(maxsize=4 * len(MESHES))
+def _projected_faces(mesh: str, hemi: str, view: str) -> tuple[np.ndarray, np.ndarray]:
+    """The faces of one hemisphere seen from one side, in the order to paint them.
+
+    An orthographic view along the x axis: a lateral view of the left hemisphere
+    (and a medial one of the right) looks from −x, the others from +x; up is +z,
+    and anterior points left in views from −x, right in views from +x. Only the
+    faces turned toward the viewer are kept (the meshes' faces wind outward),
+    painted far to near, so the near ones cover the far ones.
+
+    Returns
+    -------
+    triangles : ndarray of shape (n_shown, 3, 2)
+        Screen coordinates of each shown face's corners, in painting order.
+    order : ndarray of shape (n_shown,)
+        The face index of each painted triangle.
+    """
+    part = _mesh(mesh, hemi)
+    coords = np.asarray(part.coordinates, dtype=float)
+    faces = np.asarray(part.faces)
+    toward_minus_x = (hemi == "left") == (view == "lateral")
+    sign = -1.0 if toward_minus_x else 1.0
+    screen = np.column_stack([sign * coords[:, 1], coords[:, 2]])
+    corners = coords[faces]
+    normal_x = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])[:, 0]
+    facing = np.flatnonzero(sign * normal_x > 0)
+    # the camera sits at sign * infinity on x: the far faces have the smallest sign * x
+    order = facing[np.argsort(sign * corners[facing].mean(axis=1)[:, 0], kind="stable")]
+    return screen[faces[order]], order
+
+
+def _face_values(values: np.ndarray, faces: np.ndarray, avg_method: str) -> np.ndarray:
+    """One value per face from its three vertices (NaN if any of them is NaN)."""
+    corners = values[faces]
+    if avg_method == "mean":
+        return corners.mean(axis=1)
+    if avg_method == "min":
+        return corners.min(axis=1)
+    raise ValueError(f"avg_method must be 'mean' or 'min', got {avg_method!r}")
+
+
+def _background_greys(sulcal: np.ndarray) -> np.ndarray:
+    """RGBA greys from sulcal depth per face: gyri light, sulci dark."""
+    low, high = np.nanmin(sulcal), np.nanmax(sulcal)
+    depth = (sulcal - low) / (high - low) if high > low else np.zeros_like(sulcal)
+    grey = 0.9 - 0.55 * depth
+    return np.column_stack([grey, grey, grey, np.ones_like(grey)])
+
+
 def _draw_panels(figure, axes, values, *, cmap, vmin, vmax, threshold, mesh, avg_method):
-    from nilearn.plotting import plot_surf
+    """Paint every panel: face colours from ``values`` through ``cmap``; NaN faces and
+    faces below ``threshold`` show the sulcal-depth background."""
+    from matplotlib.collections import PolyCollection
 
     parts = _split(values)
     sulcal = _sulcal_depth(mesh)
+    norm = Normalize(vmin, vmax)
     for ax, (hemi, view) in zip(axes, PANELS):
-        plot_surf(
-            _mesh(mesh, hemi),
-            surf_map=parts[hemi],
-            bg_map=sulcal[hemi],
-            hemi=hemi,
-            view=view,
-            cmap=cmap,
-            colorbar=False,
-            avg_method=avg_method,
-            threshold=threshold,
-            vmin=vmin,
-            vmax=vmax,
-            axes=ax,
-            figure=figure,
-        )
-        # nilearn leaves a wide margin around the mesh; zoom in to use the panel.
-        ax.set_box_aspect(None, zoom=1.45)
-        ax.set_title(f"{hemi} {view}", fontsize=9, pad=-4)
+        triangles, order = _projected_faces(mesh, hemi, view)
+        faces = np.asarray(_mesh(mesh, hemi).faces)[order]
+        colors = _background_greys(sulcal[hemi][faces].mean(axis=1))
+        face_values = _face_values(parts[hemi], faces, avg_method)
+        shown = np.isfinite(face_values)
+        if threshold is not None:
+            shown &= np.abs(np.where(shown, face_values, 0.0)) >= threshold
+        colors[shown] = cmap(norm(face_values[shown]))
+        # without antialiasing, triangles that share an edge meet without seams through
+        # which farther faces could show
+        collection = PolyCollection(triangles, facecolors=colors, edgecolors="none",
+                                    antialiased=False)
+        ax.add_collection(collection, autolim=False)
+        low, high = triangles.reshape(-1, 2).min(axis=0), triangles.reshape(-1, 2).max(axis=0)
+        pad = 0.02 * (high - low)
+        ax.set_xlim(low[0] - pad[0], high[0] + pad[0])
+        ax.set_ylim(low[1] - pad[1], high[1] + pad[1])
+        ax.set_title(f"{hemi} {view}", fontsize=9)
 
 
 def plot_fsaverage5(
