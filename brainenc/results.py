@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainenc.errors import BrainencInputError
 from brainenc.io.atomic import atomic_path
 
 #: The four directions of a transfer analysis: ``<train modality>_to_<test modality>``.
@@ -93,6 +94,9 @@ class TransferResult:
         Benjamini–Hochberg FDR masks of ``transfer_pvalues``: the transfer maps.
     transfer_summaries : list of DirectionSummary
         One per cross-modal direction, from ``r`` and ``transfer_significant``.
+    weights_path : str or None
+        The ``weights.h5`` of the fitted models (:mod:`brainenc.io.weights`),
+        when they were written; :meth:`weights` reads it.
     space : str
         Response space (``fsaverage5``, ``volume`` or ``unknown``).
     mask_path : str or None
@@ -115,6 +119,7 @@ class TransferResult:
     transfer_pvalues: dict[str, np.ndarray] = field(default_factory=dict)
     transfer_significant: dict[str, np.ndarray] = field(default_factory=dict)
     transfer_summaries: list[DirectionSummary] = field(default_factory=list)
+    weights_path: str | None = None
     space: str = "unknown"
     mask_path: str | None = None
     settings: dict = field(default_factory=dict)
@@ -139,6 +144,21 @@ class TransferResult:
         """The feature-space name, followed by its :attr:`pair_note` in brackets if any."""
         note = self.pair_note
         return f"{self.feature_space} ({note})" if note else self.feature_space
+
+    def weights(self):
+        """The fitted weights, read lazily (:class:`brainenc.io.weights.WeightsFile`).
+
+        Raises
+        ------
+        BrainencInputError
+            No weights were written for this result, or the file is gone.
+        """
+        from brainenc.io.weights import WeightsFile
+
+        if self.weights_path is None:
+            raise BrainencInputError(None, f"no weights were written for {self.subject} / "
+                                           f"{self.feature_space}")
+        return WeightsFile(self.weights_path)
 
     def map_significant(self, direction: str) -> np.ndarray:
         """The mask a map of ``direction`` shows: the transfer map of a cross-modal
@@ -171,6 +191,7 @@ class TransferResult:
             "settings": self.settings,
             "summaries": [asdict(s) for s in self.summaries],
             "transfer_summaries": [asdict(s) for s in self.transfer_summaries],
+            "weights_file": _relative_to(self.weights_path, Path(path).parent),
         }
         arrays["meta_json"] = np.array(json.dumps(meta, default=json_default))
         path = Path(path)
@@ -181,7 +202,8 @@ class TransferResult:
 
     @classmethod
     def load(cls, path: str | Path) -> "TransferResult":
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save` (its weights file, if any, is found again
+        beside it or where it was)."""
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta_json"]))
             parts: dict[str, dict[str, np.ndarray]] = {q: {} for q in (*_PER_DIRECTION, "alphas")}
@@ -194,11 +216,23 @@ class TransferResult:
             feature_space=meta["feature_space"],
             summaries=[DirectionSummary(**s) for s in meta["summaries"]],
             transfer_summaries=[DirectionSummary(**s) for s in meta.get("transfer_summaries", [])],
+            weights_path=(None if meta.get("weights_file") is None
+                          else str(Path(path).parent / meta["weights_file"])),
             space=meta["space"],
             mask_path=meta["mask_path"],
             settings=meta["settings"],
             **parts,
         )
+
+
+def _relative_to(path: str | None, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` when it lies inside it, else as given."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def json_default(value):

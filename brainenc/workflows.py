@@ -71,6 +71,18 @@ def summary_dict(results: Sequence[TransferResult]) -> dict:
     return strict_json(json.loads(json.dumps(content, default=json_default)))
 
 
+def result_folder(folder: str | Path, feature_spaces: Sequence[str], space: str) -> Path:
+    """Where a space's ``scores.npz`` and ``weights.h5`` go: ``folder`` itself for a single
+    space, ``folder/<space>`` among several."""
+    return Path(folder) if len(feature_spaces) == 1 else Path(folder) / space
+
+
+def weights_paths(folder: str | Path, feature_spaces: Sequence[str]) -> dict[str, Path]:
+    """The ``weights.h5`` of each space in a results folder (see :func:`result_folder`)."""
+    return {space: result_folder(folder, feature_spaces, space) / "weights.h5"
+            for space in feature_spaces}
+
+
 def write_results(
     results: Sequence[TransferResult],
     folder: str | Path,
@@ -81,15 +93,16 @@ def write_results(
     """Write scores, summary, figures and report of ``results`` into ``folder``.
 
     With one result, its scores go to ``folder/scores.npz``; with several, to
-    ``folder/<feature space>/scores.npz``. ``folder`` is normally the staging
-    folder of :func:`brainenc.io.output.output_folder`.
+    ``folder/<feature space>/scores.npz`` (beside the ``weights.h5`` the
+    analysis wrote, see :func:`weights_paths`). ``folder`` is normally the
+    staging folder of :func:`brainenc.io.output.output_folder`.
     """
     from brainenc.plotting.report import write_report
 
     folder = Path(folder)
+    names = [res.feature_space for res in results]
     for res in results:
-        target = folder / "scores.npz" if len(results) == 1 else folder / res.feature_space / "scores.npz"
-        res.save(target)
+        res.save(result_folder(folder, names, res.feature_space) / "scores.npz")
     (folder / "summary.json").write_text(
         json.dumps(summary_dict(results), indent=2, allow_nan=False), encoding="utf-8")
     if report:
@@ -126,13 +139,13 @@ def transfer_to_folder(
     overwrite: bool = False,
     **transfer_options,
 ) -> list[TransferResult]:
-    """Run :func:`brainenc.transfer.run_transfer` for each feature space and write ``out``.
+    """Run :func:`brainenc.transfer.run_transfers` on the feature spaces and write ``out``.
 
     Everything is checked before the first fit: the options, the output
     location (see :mod:`brainenc.io.output`; ``overwrite`` replaces a previous
     result), every feature space and every file of the subject's runs.
     """
-    from brainenc.transfer import run_transfer
+    from brainenc.transfer import run_transfers
 
     check_analysis_options(**{k: v for k, v in transfer_options.items() if k in _CHECKED_OPTIONS})
     data = load_dataset(dataset)
@@ -141,8 +154,11 @@ def transfer_to_folder(
     with output_folder(out, kind="transfer", overwrite=overwrite,
                        inputs=input_paths(data, subject, spaces)) as staging:
         check_subject_inputs(data, subject, spaces)
-        results = [run_transfer(data, subject, space, **transfer_options) for space in spaces]
+        names = [space.name for space in spaces]
+        results = run_transfers(data, subject, spaces, weights_paths=weights_paths(staging, names),
+                                **transfer_options)
         write_results(results, staging, report=report)
+        _relocate_results(results, staging, Path(out))
     return results
 
 
@@ -155,6 +171,14 @@ def _relocate(value, staging: Path, final: Path):
     if isinstance(value, list):
         return [_relocate(item, staging, final) for item in value]
     return value
+
+
+def _relocate_results(results: Sequence[TransferResult], staging: Path, out: Path) -> None:
+    """Point the results' settings and weights at ``out``, where the staging folder is renamed."""
+    final = Path(out).expanduser().resolve()
+    for res in results:
+        res.settings = _relocate(res.settings, staging.resolve(), final)
+        res.weights_path = _relocate(res.weights_path, staging.resolve(), final)
 
 
 def run_demo(
@@ -176,20 +200,18 @@ def run_demo(
     demo output, nothing else.
     """
     from brainenc.simulate import load_ground_truth, simulate_dataset
-    from brainenc.transfer import run_transfer
+    from brainenc.transfer import run_transfers
 
     check_analysis_options(significance=significance, max_lag=max_lag, fdr_q=fdr_q, seed=seed)
     with output_folder(out, kind="demo", overwrite=overwrite) as staging:
         info = simulate_dataset(staging / "dataset", layout=layout, seed=seed)
         data = load_dataset(info.root)
         truth = load_ground_truth(info.root)
-        results = [
-            run_transfer(data, info.subject, name, significance=significance, max_lag=max_lag,
-                         fdr_q=fdr_q, progress=progress)
-            for name in info.feature_spaces
-        ]
-        final = Path(out).expanduser().resolve()
-        for res in results:
-            res.settings = _relocate(res.settings, staging.resolve(), final)
+        spaces = list(info.feature_spaces)
+        results = run_transfers(data, info.subject, spaces,
+                                weights_paths=weights_paths(staging / "results", spaces),
+                                significance=significance, max_lag=max_lag, fdr_q=fdr_q,
+                                progress=progress)
         write_results(results, staging / "results", ground_truth=truth)
+        _relocate_results(results, staging, Path(out))
     return results

@@ -171,7 +171,7 @@ def test_demo_passes_its_statistics_options_on(tmp_path, monkeypatch):
         raise BrainencInputError(None, "stop here")
 
     monkeypatch.setattr(brainenc.simulate, "simulate_dataset", small)
-    monkeypatch.setattr(brainenc.transfer, "run_transfer", record)
+    monkeypatch.setattr(brainenc.transfer, "run_transfers", record)
     code = main(["demo", "--out", str(tmp_path / "demo"), "--fdr-q", "0.5",
                  "--max-lag", "3", "--no-significance", "--quiet"])
     assert code == 2

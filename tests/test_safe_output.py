@@ -80,7 +80,7 @@ def test_unwritable_parent_is_refused_before_any_fit(dataset, tmp_path, capsys, 
     def never(*args, **kwargs):
         raise AssertionError("the analysis ran")
 
-    monkeypatch.setattr(brainenc.transfer, "run_transfer", never)
+    monkeypatch.setattr(brainenc.transfer, "run_transfers", never)
     assert_refused(capsys, _transfer(dataset, "/proc/brainenc-results"), "/proc")
     blocker = tmp_path / "plain_file"
     blocker.write_text("x")
@@ -124,7 +124,7 @@ def test_failure_during_the_analysis_leaves_no_trace(dataset, tmp_path, capsys, 
     def broken(*args, **kwargs):
         raise BrainencInputError(None, "planted failure")
 
-    monkeypatch.setattr(brainenc.transfer, "run_transfer", broken)
+    monkeypatch.setattr(brainenc.transfer, "run_transfers", broken)
     before = tree_state(tmp_path)
     assert_refused(capsys, _transfer(dataset, tmp_path / "new" / "deeper"), "planted failure")
     assert tree_state(tmp_path) == before
@@ -137,7 +137,7 @@ def test_interrupt_in_process_is_one_line_and_leaves_nothing(dataset, tmp_path, 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(brainenc.transfer, "run_transfer", interrupted)
+    monkeypatch.setattr(brainenc.transfer, "run_transfers", interrupted)
     before = tree_state(tmp_path)
     assert _transfer(dataset, tmp_path / "out") == 130
     err = capsys.readouterr().err

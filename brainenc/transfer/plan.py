@@ -1,0 +1,258 @@
+"""What every feature space of one subject's analysis shares: runs, splits, responses, tests.
+
+A :class:`TransferPlan` is built once per subject. It checks the options and
+the split, loads and z-scores the responses, and fixes which runs train and
+which test each model; any number of feature spaces then go through it
+(:mod:`brainenc.transfer.models`), reusing all of it.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from brainenc.checks import check_analysis_options
+from brainenc.design import get_preset, zscore_columns
+from brainenc.errors import BrainencInputError
+from brainenc.inference import default_max_lag
+from brainenc.io.dataset import MODALITIES, Dataset, Run
+from brainenc.io.responses import load_responses
+
+#: (training run indices, test run indices) of each model of one modality.
+Folds = list[tuple[list[int], list[int]]]
+
+
+def other_modality(modality: str) -> str:
+    return "movie" if modality == "story" else "story"
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """The settings of an analysis that do not depend on the feature space."""
+
+    preset: object
+    alphas: np.ndarray
+    score_func: str
+    significance: bool
+    max_lag: int | None
+    fdr_q: float
+    backend: str
+    n_targets_batch: int
+
+
+@dataclass
+class TransferPlan:
+    """Runs, splits, responses and test settings of one subject's analysis.
+
+    Attributes
+    ----------
+    dataset : Dataset
+    subject : str
+    options : AnalysisOptions
+    runs : dict of str to list of Run
+        Per modality, in the dataset's order.
+    chosen : dict of str to list of int or None
+        Per modality, the named test runs (indices into ``runs``), or None for
+        leave-one-run-out.
+    folds : dict of str to Folds
+    cross_idx : dict of str to list of int
+        Per training modality, the runs of the other modality its models predict.
+    lags : dict of str to int or None
+        Autocorrelation lags of each modality's tests; None without tests.
+    responses : dict of str to list of ndarray
+        Z-scored float32 responses (TRs × voxels) of every run.
+    constant : ndarray of bool
+        Voxels constant in every run of a modality (scored NaN).
+    """
+
+    dataset: Dataset
+    subject: str
+    options: AnalysisOptions
+    runs: dict[str, list[Run]]
+    chosen: dict[str, list[int] | None]
+    folds: dict[str, Folds]
+    cross_idx: dict[str, list[int]]
+    lags: dict[str, int] | None
+    responses: dict[str, list[np.ndarray]]
+    constant: np.ndarray
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.responses["story"][0].shape[1])
+
+    def run_lengths(self, modality: str) -> list[int]:
+        return [len(Y) for Y in self.responses[modality]]
+
+    def stack_responses(self, modality: str, indices: Sequence[int], columns: slice) -> np.ndarray:
+        """Response rows of the runs at ``indices`` for the voxels ``columns``."""
+        return np.concatenate([self.responses[modality][i][:, columns] for i in indices])
+
+    def batches(self) -> list[slice]:
+        """Voxel batches of at most ``n_targets_batch`` columns."""
+        step = self.options.n_targets_batch
+        return [slice(v0, min(v0 + step, self.n_voxels)) for v0 in range(0, self.n_voxels, step)]
+
+    def split_settings(self) -> dict:
+        """Run names of every fold and cross-modal test set, per training modality."""
+        split = {}
+        for modality in MODALITIES:
+            names = [run.name for run in self.runs[modality]]
+            split[modality] = {
+                "test_runs": [[names[i] for i in test] for _, test in self.folds[modality]],
+                "cross_test_runs": [self.runs[other_modality(modality)][i].name
+                                    for i in self.cross_idx[modality]],
+            }
+        return split
+
+
+def _select_runs(runs: list[Run], names: Sequence[str] | None, modality: str) -> list[int] | None:
+    if names is None:
+        return None
+    known = {run.name: i for i, run in enumerate(runs)}
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise ValueError(f"test {modality} runs {missing} not found; {modality} runs are {list(known)}")
+    return [known[name] for name in names]
+
+
+def _outer_folds(runs: list[Run], chosen: list[int] | None, modality: str, subject: str,
+                 root: Path) -> Folds:
+    """(training, test) run indices of each model trained on ``modality``.
+
+    Every training set needs at least 2 runs, because the alphas are chosen by
+    leave-one-run-out over the training runs.
+    """
+    names = [run.name for run in runs]
+
+    def listed(indices) -> str:
+        return ", ".join(names[i] for i in indices) or "none"
+
+    if chosen is None:
+        if len(runs) < 3:
+            raise BrainencInputError(
+                root,
+                f"subject {subject} has {len(runs)} {modality} run(s) ({listed(range(len(runs)))}); "
+                f"leave-one-run-out testing needs at least 3 {modality} runs, because each test "
+                f"run's model is trained on the other runs and chooses its alphas by "
+                f"leave-one-run-out over them, which takes at least 2 training runs",
+            )
+        return [([j for j in range(len(runs)) if j != i], [i]) for i in range(len(runs))]
+    train = [j for j in range(len(runs)) if j not in chosen]
+    if len(train) < 2:
+        raise BrainencInputError(
+            root,
+            f"subject {subject} has {len(runs)} {modality} run(s) ({listed(range(len(runs)))}) and "
+            f"{len(chosen)} of them are test runs ({listed(chosen)}), leaving {len(train)} for "
+            f"training ({listed(train)}); at least 2 {modality} training runs are needed to choose "
+            f"the alphas by leave-one-run-out",
+        )
+    return [(train, chosen)]
+
+
+def _max_lags(runs: dict[str, list[Run]], max_lag: int | None) -> dict[str, int]:
+    """Autocorrelation lags of each modality's tests: ``max_lag``, or 20 s worth of TRs."""
+    if max_lag is not None:
+        return {m: int(max_lag) for m in runs}
+    return {m: default_max_lag(min(run.tr_grid.tr for run in modality_runs))
+            for m, modality_runs in runs.items()}
+
+
+def _check_max_lag(runs: dict[str, list[Run]], lags: dict[str, int], explicit: bool) -> None:
+    """Every tested run must be longer than twice its lags (checked before any fit)."""
+    for modality, modality_runs in runs.items():
+        short = [f"{run.name} ({run.n_trs} TRs)" for run in modality_runs
+                 if run.n_trs <= 2 * lags[modality]]
+        if short:
+            source = (f"--max-lag {lags[modality]}" if explicit else
+                      f"the default --max-lag of {lags[modality]} TRs (20 s)")
+            raise BrainencInputError(
+                None, f"{source}: the {modality} runs {', '.join(short)} are not longer than "
+                f"twice that many TRs, too short to estimate the response autocorrelation the "
+                "significance tests need; use a smaller --max-lag, or --no-significance")
+
+
+def load_modality_responses(runs: Sequence[Run]) -> list[np.ndarray]:
+    """Z-scored float32 responses of ``runs``, which must have the same voxels."""
+    responses = []
+    n_voxels = None
+    for run in runs:
+        Y = load_responses(run)
+        if n_voxels is not None and Y.shape[1] != n_voxels:
+            raise BrainencInputError(
+                run.response_paths[0],
+                f"has {Y.shape[1]} voxels but earlier runs of subject {run.subject} have {n_voxels}",
+            )
+        n_voxels = Y.shape[1]
+        responses.append(zscore_columns(Y).astype(np.float32))
+    return responses
+
+
+def _constant_voxels(responses: Sequence[np.ndarray]) -> np.ndarray:
+    """Voxels that are constant within every run of a modality."""
+    return np.all([np.all(Y == 0, axis=0) for Y in responses], axis=0)
+
+
+def plan_transfer(
+    dataset: Dataset,
+    subject: str,
+    *,
+    preset: str | None = None,
+    alphas: Sequence[float] | None = None,
+    test_runs: Mapping[str, Sequence[str]] | None = None,
+    score_func: str = "correlation",
+    significance: bool = True,
+    max_lag: int | None = None,
+    fdr_q: float = 0.05,
+    backend: str = "auto",
+    n_targets_batch: int = 20000,
+) -> TransferPlan:
+    """Check the options and the split of one subject, and load its responses.
+
+    Parameters are those of :func:`brainenc.transfer.run_transfer`. Everything
+    that can fail on the options or the runs fails here, before any feature
+    is read or any model fitted.
+
+    Returns
+    -------
+    TransferPlan
+    """
+    check_analysis_options(significance=significance, max_lag=max_lag, fdr_q=fdr_q, alphas=alphas,
+                           n_targets_batch=n_targets_batch, score_func=score_func, backend=backend)
+    design_preset = get_preset(preset or dataset.preset)
+    alpha_grid = np.asarray(alphas if alphas is not None else design_preset.alphas, dtype=float)
+    options = AnalysisOptions(design_preset, alpha_grid, score_func, bool(significance), max_lag,
+                              float(fdr_q), backend, int(n_targets_batch))
+    runs = {m: dataset.runs_for(subject, m) for m in MODALITIES}
+    for modality in MODALITIES:
+        if not runs[modality]:
+            raise ValueError(f"subject {subject} has no {modality} runs in {dataset.root}")
+    chosen = {m: _select_runs(runs[m], None if test_runs is None else test_runs.get(m), m)
+              for m in MODALITIES}
+    folds = {m: _outer_folds(runs[m], chosen[m], m, subject, dataset.root) for m in MODALITIES}
+    cross_idx = {}
+    for modality in MODALITIES:
+        other = other_modality(modality)
+        cross_idx[modality] = (chosen[other] if chosen[other] is not None
+                               else list(range(len(runs[other]))))
+    lags = _max_lags(runs, max_lag) if significance else None
+    if lags is not None:
+        _check_max_lag(runs, lags, explicit=max_lag is not None)
+    responses = {m: load_modality_responses(runs[m]) for m in MODALITIES}
+    n_voxels = {m: responses[m][0].shape[1] for m in MODALITIES}
+    if n_voxels["story"] != n_voxels["movie"]:
+        raise BrainencInputError(
+            runs["movie"][0].response_paths[0],
+            f"has {n_voxels['movie']} voxels but the story runs have {n_voxels['story']}",
+        )
+    constant = _constant_voxels(responses["story"]) | _constant_voxels(responses["movie"])
+    if constant.any():
+        warnings.warn(
+            f"{int(constant.sum())} voxels of subject {subject} are constant in every run of a "
+            "modality; their scores are NaN",
+            stacklevel=3,
+        )
+    return TransferPlan(dataset, subject, options, runs, chosen, folds, cross_idx, lags,
+                        responses, constant)
