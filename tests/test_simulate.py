@@ -1,6 +1,7 @@
 """The simulated subject: layouts, timing, regions, components, HRFs, noise, ceilings, features."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -44,6 +45,13 @@ def huth(tmp_path_factory):
 def bids(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim") / "bids"
     return simulate_dataset(root, layout="bids", save_signal=True, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def repeated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim") / "repeated"
+    return simulate_dataset(root, layout="bids", save_signal=True, story_repeats=3,
+                            movie_repeats=2, **SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -553,6 +561,90 @@ def test_pure_noise_subject_has_no_signal_and_the_same_noise(pure, huth):
 
 
 # --------------------------------------------------------------------------- #
+# Repeated presentations
+# --------------------------------------------------------------------------- #
+def test_repeats_are_bids_runs_of_one_task(repeated, bids):
+    from brainenc.io.layouts import load_dataset
+
+    assert [(r.name, r.stimulus, r.presentation) for r in repeated.runs] == [
+        ("story01", "story01", 1), ("story02_run-1", "story02", 1),
+        ("story02_run-2", "story02", 2), ("story02_run-3", "story02", 3),
+        ("movie01", "movie01", 1), ("movie02_run-1", "movie02", 1),
+        ("movie02_run-2", "movie02", 2)]
+    func = repeated.root / "sub-sim01" / "func"
+    for run in repeated.runs:
+        entity = "" if run.presentation == 1 and run.name == run.stimulus else \
+            f"_run-{run.presentation}"
+        stem = f"sub-sim01_task-{run.stimulus}{entity}"
+        assert [p.name for p in run.response_paths] == [
+            f"{stem}_hemi-{h}_space-fsaverage5_bold.func.gii" for h in "LR"]
+        assert (func / f"{stem}_events.tsv").is_file()
+    assert sorted(p.name for p in (repeated.root / "stimuli").iterdir()) == [
+        "movie01_frames.tsv", "movie02_frames.tsv", "story01.TextGrid", "story02.TextGrid"]
+
+    dataset = load_dataset(repeated.root)
+    assert [(r.name, r.stimulus) for r in dataset.runs_for("sim01", "story")] == [
+        ("task-story01", "story01"), ("task-story02_run-1", "story02"),
+        ("task-story02_run-2", "story02"), ("task-story02_run-3", "story02")]
+    assert [r.stimulus for r in dataset.runs_for("sim01", "movie")] == [
+        "movie01", "movie02", "movie02"]
+
+    # Repeats leave everything else as it was: the first presentations, the other runs,
+    # the features and the cortex.
+    for run in repeated.runs:
+        if run.presentation == 1:
+            twin = next(r for r in bids.runs if r.name == run.stimulus)
+            np.testing.assert_array_equal(written_response(run), written_response(twin))
+    np.testing.assert_array_equal(load_ground_truth(repeated.root).category,
+                                  load_ground_truth(bids.root).category)
+    for name in ("story02", "movie02"):
+        np.testing.assert_array_equal(
+            read_hf5(repeated.feature_root / "multimodal" / f"{name}.hf5"),
+            read_hf5(bids.feature_root / "multimodal" / f"{name}.hf5"))
+
+
+def test_repeats_share_the_signal_and_get_independent_noise(repeated):
+    signals = np.load(repeated.root / "signal.npz")
+    assert not any("_run-" in key for key in signals.files)
+    for stimulus in ("story02", "movie02"):
+        runs = [r for r in repeated.runs if r.stimulus == stimulus]
+        noises = [written_response(r).astype(np.float64) - signals[stimulus] for r in runs]
+        for noise in noises:
+            assert noise.var(axis=0).mean() == pytest.approx(1.0, abs=0.05)
+        for a, b in itertools.combinations(noises, 2):
+            # Independent streams: the mean correlation over vertices is about 0.
+            assert abs(correlation(a, b).mean()) < 0.01
+
+
+def test_ground_truth_holds_the_true_explainable_variance(repeated, huth):
+    truth = load_ground_truth(repeated.root)
+    signals = np.load(repeated.root / "signal.npz")
+    assert truth.params["story_repeats"] == 3 and truth.params["movie_repeats"] == 2
+    assert truth.ev_stimulus == {"story": "story02", "movie": "movie02"}
+    for modality, silent in (("story", "vision"), ("movie", "language")):
+        signal = signals[truth.ev_stimulus[modality]].astype(np.float64)
+        variance = signal.var(axis=0, ddof=1)
+        ev = truth.explainable_variance[modality]
+        assert ev.dtype == np.float32 and ev.shape == (N_VERTICES,)
+        np.testing.assert_allclose(ev, variance / (variance + 1), atol=1e-6)
+        assert np.all(ev[truth.mask("noise") | truth.mask(silent)] == 0)
+        assert np.all(ev[truth.component("shared")] > 0)
+        assert 0.05 < ev.max() < 1
+    # Without repeats the last stimulus' value is recorded all the same.
+    plain = load_ground_truth(huth.root)
+    assert plain.params["story_repeats"] == 1 and plain.ev_stimulus["movie"] == "movie02"
+    assert set(plain.explainable_variance) == {"story", "movie"}
+
+
+def test_the_huth_layout_refuses_repeats(tmp_path):
+    with pytest.raises(BrainencInputError) as error:
+        simulate_dataset(tmp_path / "sim", layout="huth", story_repeats=2, movie_repeats=3)
+    assert "story_repeats and movie_repeats > 1 need layout='bids'" in str(error.value)
+    assert "one response file per stimulus" in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- #
 # Features
 # --------------------------------------------------------------------------- #
 def _concept_matrix(root, space, names, other):
@@ -680,6 +772,10 @@ def test_bad_parameters_write_nothing(tmp_path):
     ("region_radius_deg", (15.0, 11.0), "region_radius_deg"),
     ("regions_per_hemi", 0, "regions_per_hemi"),
     ("regions_per_hemi", 30, "regions_per_hemi"),     # cannot be placed on the sphere
+    ("story_repeats", 0, "story_repeats must be a whole number of at least 1"),
+    ("movie_repeats", 1.5, "movie_repeats must be a whole number of at least 1"),
+    ("story_repeats", True, "story_repeats must be a whole number"),
+    ("movie_repeats", 2, "movie_repeats > 1 needs layout='bids'"),   # the default layout is huth
 ])
 def test_bad_new_parameters_are_named_and_nothing_is_written(tmp_path, option, value, fragment):
     with pytest.raises(BrainencInputError) as error:

@@ -45,6 +45,7 @@ from brainenc.simulate.stimuli import Movie, Story, make_lexicon, make_movie, ma
 from brainenc.simulate.truth import (
     CEILING_DIRECTIONS,
     CorrelationAccumulator,
+    true_explainable_variance,
     write_ground_truth,
 )
 from brainenc.simulate.writers import write_latents, write_layout_files, write_run
@@ -72,6 +73,11 @@ class SimulatedRun:
         Rows written to the response file.
     times : ndarray of shape (n_rows,)
         Time of each written row on the stimulus clock (seconds).
+    stimulus : str
+        The stimulus presented (``story01``...).
+    presentation : int
+        Which presentation of the stimulus this run is, from 1; a stimulus
+        presented more than once names its runs ``<stimulus>_run-<presentation>``.
     """
 
     name: str
@@ -79,6 +85,8 @@ class SimulatedRun:
     response_paths: tuple[Path, ...]
     n_rows: int
     times: np.ndarray
+    stimulus: str
+    presentation: int
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,8 @@ class SimulationInfo:
     ground_truth_path : Path
         ``root/ground_truth.npz``.
     runs : tuple of SimulatedRun
-        Story runs then movie runs.
+        Story runs then movie runs; the presentations of a repeated stimulus
+        follow each other.
     """
 
     root: Path
@@ -139,6 +148,8 @@ def simulate_dataset(
     overlap_distance: float = 1.0,
     edge_amplitude: float = 0.3,
     pure_noise: bool = False,
+    story_repeats: int = 1,
+    movie_repeats: int = 1,
 ) -> SimulationInfo:
     """Simulate one subject hearing stories and watching movies; write a dataset.
 
@@ -217,6 +228,13 @@ def simulate_dataset(
     pure_noise : bool
         No regions at all: every vertex is noise and every ceiling is 0;
         stimuli, features, noise and files are those of the same seed without it.
+    story_repeats, movie_repeats : int
+        Presentations of the last story and of the last movie (1: no repeats).
+        Repeats share the stimulus, and so the noiseless signal, and get
+        independent noise; they are the runs ``task-<stimulus>_run-<k>`` of the
+        BIDS layout (the Huth layout cannot hold them). The other runs do not
+        change with the repeats. The ground truth records the true explainable
+        variance of the repeated stimulus per vertex.
 
     Returns
     -------
@@ -236,7 +254,8 @@ def simulate_dataset(
         feature_noise=feature_noise, regions_per_hemi=regions_per_hemi,
         region_radius_deg=region_radius_deg, overlap_distance=overlap_distance,
         edge_amplitude=edge_amplitude, pure_noise=pure_noise, movie_format=movie_format,
-        video_fps=video_fps)
+        video_fps=video_fps, repeats={"story_repeats": story_repeats,
+                                      "movie_repeats": movie_repeats})
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise BrainencInputError(out, f"seed (--seed) must be a whole number >= 0, got {seed!r}")
     out = check_output_folder(out, kind="simulate", overwrite=overwrite)
@@ -272,30 +291,37 @@ def simulate_dataset(
         feature_noise=float(feature_noise), regions_per_hemi=int(regions_per_hemi),
         region_radius_deg=[float(r) for r in ranges.radius],
         overlap_distance=float(overlap_distance), edge_amplitude=float(edge_amplitude),
-        pure_noise=bool(pure_noise), hrf_dt=DT, layout=layout, movie_format=movie_format)
+        pure_noise=bool(pure_noise), hrf_dt=DT, layout=layout, movie_format=movie_format,
+        story_repeats=int(story_repeats), movie_repeats=int(movie_repeats))
     if movie_format == "video":
         params["video_fps"] = float(video_fps)
+    repeated = {"story": stories[-1].name, "movie": movies[-1].name}
     responses = _Responses(cortex, runs, timings, mesh_smoother(spheres, noise_smoothing),
-                           noise_rho)
-    noise_rngs = (streams.per_stimulus("noise", "story", n_stories)
-                  + streams.per_stimulus("noise", "movie", n_movies))
+                           noise_rho, repeated)
+    presentations = _presentations(runs, streams, {"story": story_repeats,
+                                                   "movie": movie_repeats})
     written = []
     with output_folder(out, kind="simulate", overwrite=overwrite) as build:
         # One run at a time, so that only one response matrix is in memory.
-        for (modality, stim), noise_rng in zip(runs, noise_rngs):
-            response = responses.run(modality, stim, noise_rng, keep_signal=save_signal)
+        for shown in presentations:
+            modality, stim = shown.modality, shown.stim
+            response = responses.run(modality, stim, shown.noise_rng,
+                                     keep_signal=save_signal and shown.number == 1)
             paths = write_run(build, layout, subject, modality, stim, response,
-                              timings[stim.name], tr, movie_format, video_fps)
-            written.append(SimulatedRun(stim.name, modality,
+                              timings[stim.name], tr, movie_format, video_fps,
+                              presentation=shown.bids_run)
+            written.append(SimulatedRun(shown.name, modality,
                                         tuple(out / p.relative_to(build) for p in paths),
-                                        len(response), timings[stim.name].row_times))
+                                        len(response), timings[stim.name].row_times,
+                                        stim.name, shown.number))
         write_layout_files(build, layout, stories, movies, timings, movie_format)
         for _, stim in runs:
             write_latents(build / "latents" / f"{stim.name}.hf5", stim)
         _write_features(build / "features", features)
         write_ground_truth(build / "ground_truth.npz", cortex, features.mixing,
                            responses.ceilings(), params, [stim.name for _, stim in runs],
-                           [n_rows[stim.name] for _, stim in runs])
+                           [n_rows[stim.name] for _, stim in runs],
+                           responses.explainable_variance, repeated)
         if save_signal:
             np.savez(build / "signal.npz", **responses.signals)
     return SimulationInfo(out, layout, subject, FEATURE_SPACES, out / "ground_truth.npz",
@@ -308,11 +334,12 @@ class _Streams:
     the same streams whatever the number of runs."""
 
     def __init__(self, seed: int) -> None:
-        names = ("cortex", "lexicon", "stimuli", "features", "noise")
+        # New streams go last: spawning more children leaves the earlier ones unchanged.
+        names = ("cortex", "lexicon", "stimuli", "features", "noise", "repeat_noise")
         self._streams = dict(zip(names, np.random.SeedSequence(seed).spawn(len(names))))
         self._per_modality = {
             kind: dict(zip(("story", "movie"), self._streams[kind].spawn(2)))
-            for kind in ("stimuli", "features", "noise")
+            for kind in ("stimuli", "features", "noise", "repeat_noise")
         }
 
     def rng(self, name: str) -> np.random.Generator:
@@ -320,8 +347,48 @@ class _Streams:
         return np.random.default_rng(self._streams[name])
 
     def per_stimulus(self, kind: str, modality: str, n: int) -> list[np.random.Generator]:
-        """One generator per stimulus of a modality, for ``stimuli``, ``features`` or ``noise``."""
+        """One generator per stimulus of a modality, for ``stimuli``, ``features`` or
+        ``noise``; per extra presentation of the repeated stimulus for ``repeat_noise``."""
         return [np.random.default_rng(s) for s in self._per_modality[kind][modality].spawn(n)]
+
+
+class _Presentation(NamedTuple):
+    """One run to simulate: a stimulus, which of its presentations, and its noise stream."""
+
+    modality: str
+    stim: Story | Movie
+    number: int
+    n_presentations: int
+    noise_rng: np.random.Generator
+
+    @property
+    def name(self) -> str:
+        """The stimulus name, or ``<stimulus>_run-<k>`` for a stimulus shown more than once."""
+        return self.stim.name if self.n_presentations == 1 else f"{self.stim.name}_run-{self.number}"
+
+    @property
+    def bids_run(self) -> int | None:
+        """The BIDS ``run`` entity: the presentation number of a repeated stimulus, else None."""
+        return None if self.n_presentations == 1 else self.number
+
+
+def _presentations(runs: list[tuple[str, Story | Movie]], streams: _Streams,
+                   repeats: dict[str, int]) -> list[_Presentation]:
+    """Every run in writing order: the last stimulus of each modality ``repeats`` times.
+
+    A first presentation keeps its stimulus' noise stream (so it does not change with
+    the repeats); later ones draw from the modality's ``repeat_noise`` stream.
+    """
+    presentations = []
+    for modality in ("story", "movie"):
+        stimuli = [stim for m, stim in runs if m == modality]
+        first = streams.per_stimulus("noise", modality, len(stimuli))
+        extra = streams.per_stimulus("repeat_noise", modality, repeats[modality] - 1)
+        for i, (stim, rng) in enumerate(zip(stimuli, first)):
+            n = repeats[modality] if i == len(stimuli) - 1 else 1
+            rngs = [rng] + (extra if n > 1 else [])
+            presentations += [_Presentation(modality, stim, k + 1, n, rngs[k]) for k in range(n)]
+    return presentations
 
 
 def _make_stimuli(streams: _Streams, n_stories: int, n_movies: int, n_trs: tuple[int, int],
@@ -354,7 +421,7 @@ class _Responses:
 
     def __init__(self, cortex: Cortex, runs: list[tuple[str, Story | Movie]],
                  timings: dict[str, RunTiming], smoother: MeshSmoother,
-                 noise_rho: float) -> None:
+                 noise_rho: float, repeated: dict[str, str]) -> None:
         shapes = hrf_shapes_in_use(cortex)
         self._latents = {stim.name: _run_latents(stim, timings[stim.name].row_times, shapes)
                          for _, stim in runs}
@@ -365,7 +432,10 @@ class _Responses:
         self._timings, self._smoother, self._rho = timings, smoother, noise_rho
         self._columns = np.flatnonzero(cortex.category > 0)
         self._accumulators = {d: CorrelationAccumulator() for d in CEILING_DIRECTIONS}
+        self._repeated = repeated
         self.signals: dict[str, np.ndarray] = {}
+        #: Per modality, the true explainable variance of its repeated stimulus.
+        self.explainable_variance: dict[str, np.ndarray] = {}
 
     def run(self, modality: str, stim: Story | Movie, noise_rng: np.random.Generator,
             keep_signal: bool = False) -> np.ndarray:
@@ -377,6 +447,9 @@ class _Responses:
         signal = sum(components.values())
         response = signal + response_noise(noise_rng, n_rows, self._rho, self._smoother)
         self._add_ceilings(modality, signal, components["shared"], response)
+        if stim.name == self._repeated[modality] and modality not in self.explainable_variance:
+            # Every presentation shares the signal: one computation serves them all.
+            self.explainable_variance[modality] = true_explainable_variance(signal)
         if keep_signal:
             self.signals[stim.name] = signal
             self.signals.update({f"{stim.name}_{c}": v for c, v in components.items()})
@@ -464,7 +537,7 @@ class _Ranges(NamedTuple):
 def _check_params(out: Path, *, layout, subject, n_stories, n_movies, snr, n_trs_per_run, tr,
                   noise_rho, noise_smoothing, n_features, latent_dims, fps, feature_noise,
                   regions_per_hemi, region_radius_deg, overlap_distance, edge_amplitude,
-                  pure_noise, movie_format, video_fps) -> _Ranges:
+                  pure_noise, movie_format, video_fps, repeats) -> _Ranges:
     """Every parameter problem at once, before anything is computed or written."""
     reals = {"tr": tr, "noise_rho": noise_rho, "fps": fps, "feature_noise": feature_noise,
              "video_fps": video_fps, "overlap_distance": overlap_distance,
@@ -531,6 +604,24 @@ def _check_params(out: Path, *, layout, subject, n_stories, n_movies, snr, n_trs
             problems.append("movie_format='video' needs PyAV: pip install av")
     if video_fps is not None and not 0 < video_fps <= fps:
         problems.append(f"video_fps must be positive and at most fps={fps}, got {video_fps}")
+    problems += _repeat_problems(repeats, layout)
     if problems:
         raise BrainencInputError(out, "; ".join(problems))
     return _Ranges(snr_range, trs_range, radius_range)
+
+
+def _repeat_problems(repeats: dict[str, object], layout: str) -> list[str]:
+    """Repeats are whole numbers >= 1, and more than 1 only where the layout can hold them."""
+    problems = [f"{name} must be a whole number of at least 1 (presentations of the last "
+                f"{name.split('_')[0]}; 1: no repeats), got {value!r}"
+                for name, value in repeats.items()
+                if not (_is_number(value, integer=True) and value >= 1)]
+    repeated = [name for name, value in repeats.items()
+                if _is_number(value, integer=True) and value > 1]
+    if repeated and layout == "huth":
+        problems.append(
+            f"{' and '.join(repeated)} > 1 {'needs' if len(repeated) == 1 else 'need'} "
+            "layout='bids': the Huth layout has one response "
+            "file per stimulus (preprocessed_data/<subject>/<stimulus>.hf5), so it cannot hold "
+            "several presentations of one stimulus")
+    return problems

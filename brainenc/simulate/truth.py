@@ -1,7 +1,8 @@
 """The ground truth of a simulated subject: ``ground_truth.npz``, written and read back.
 
 Also the noise-free ceilings: per vertex, the correlation that a perfect model
-reaches in each analysis direction, accumulated run by run.
+reaches in each analysis direction, accumulated run by run; and the true
+explainable variance of the repeated stimulus of each modality.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from brainenc.errors import BrainencInputError
+from brainenc.io.dataset import MODALITIES
 from brainenc.simulate.cortex import CATEGORY_NAMES, COMPONENTS, N_VERTICES, Cortex
 
 #: Analysis directions with a noise-free ceiling (``max_r_<direction>`` in the file).
@@ -80,9 +82,18 @@ class GroundTruth:
     params : dict
         Parameters of the simulation (``snr``, ``noise_rho``, ``seed``...).
     stimuli : tuple of str
-        Stimulus (run) names, stories then movies.
-    n_trs : ndarray of int, shape (n_runs,)
-        Analysed volumes of each run, in the order of ``stimuli``.
+        Stimulus names, stories then movies, each once however often it was presented.
+    n_trs : ndarray of int, shape (n_stimuli,)
+        Analysed volumes of each stimulus's runs, in the order of ``stimuli``.
+    explainable_variance : dict of str to ndarray
+        ``"story"``, ``"movie"``: per vertex, the true explainable variance of
+        the runs of the last stimulus of that modality (the one repeated with
+        ``story_repeats`` / ``movie_repeats``): ``var(s) / (var(s) + 1)`` with
+        ``var(s)`` the variance (ddof 1) of the noiseless signal over the run's
+        written rows and 1 the noise variance. Empty for files written before
+        it was recorded.
+    ev_stimulus : dict of str to str
+        ``"story"``, ``"movie"``: the stimulus ``explainable_variance`` refers to.
     path : Path or None
         The file read.
     """
@@ -105,6 +116,8 @@ class GroundTruth:
     params: dict = field(default_factory=dict)
     stimuli: tuple[str, ...] = ()
     n_trs: np.ndarray | None = None
+    explainable_variance: dict = field(default_factory=dict)
+    ev_stimulus: dict = field(default_factory=dict)
     path: Path | None = None
 
     def mask(self, name: str) -> np.ndarray:
@@ -154,9 +167,29 @@ class CorrelationAccumulator:
         return out.astype(np.float32)
 
 
+def true_explainable_variance(signal: np.ndarray) -> np.ndarray:
+    """``var(s) / (var(s) + 1)`` per column: the share of a unit-noise response that repeats.
+
+    Parameters
+    ----------
+    signal : ndarray of shape (n_rows, n_vertices)
+        The noiseless signal of one run (shared by every presentation of its stimulus).
+
+    Returns
+    -------
+    ndarray of float32, shape (n_vertices,)
+        The variance is over rows with ddof 1, as the explainable-variance
+        estimator of :mod:`brainenc.analyses.ceilings` computes variances; the
+        noise has unit variance by construction.
+    """
+    variance = np.asarray(signal, dtype=np.float64).var(axis=0, ddof=1)
+    return (variance / (variance + 1.0)).astype(np.float32)
+
+
 def write_ground_truth(path: Path, cortex: Cortex, feature_mixing: dict[str, np.ndarray],
                        max_r: dict[str, np.ndarray], params: dict, stimuli: list[str],
-                       n_trs: list[int]) -> None:
+                       n_trs: list[int], explainable_variance: dict[str, np.ndarray],
+                       ev_stimulus: dict[str, str]) -> None:
     """Write ``ground_truth.npz`` (compressed; ``docs/simulation.md`` lists the keys)."""
     snr = cortex.component_snr
     arrays = {
@@ -178,6 +211,8 @@ def write_ground_truth(path: Path, cortex: Cortex, feature_mixing: dict[str, np.
     arrays.update({f"weights_{k}": v.astype(np.float32) for k, v in cortex.weights.items()})
     arrays.update({f"mixing_{k}": v for k, v in feature_mixing.items()})
     arrays.update({f"max_r_{d}": max_r[d].astype(np.float32) for d in CEILING_DIRECTIONS})
+    arrays.update({f"ev_{m}": explainable_variance[m].astype(np.float32) for m in MODALITIES})
+    arrays["ev_stimuli"] = np.array([ev_stimulus[m] for m in MODALITIES])
     arrays.update({f"snr_{name}": snr[:, COMPONENTS.index(component)].astype(np.float32)
                    for name, component in COMPONENT_SNRS.items()})
     for key, value in params.items():
@@ -242,5 +277,8 @@ def load_ground_truth(path_or_root: str | Path) -> GroundTruth:
         params=json.loads(str(arrays["params"])),
         stimuli=tuple(str(x) for x in arrays["stimuli"]),
         n_trs=arrays["n_trs"],
+        explainable_variance={m: arrays[f"ev_{m}"] for m in MODALITIES if f"ev_{m}" in arrays},
+        ev_stimulus=(dict(zip(MODALITIES, (str(x) for x in arrays["ev_stimuli"])))
+                     if "ev_stimuli" in arrays else {}),
         path=path,
     )

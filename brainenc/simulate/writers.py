@@ -139,8 +139,16 @@ def _write_movie_file(path: Path, movie: Movie, movie_format: str, video_fps: fl
 
 def write_run(root: Path, layout: str, subject: str, modality: str, stim: Story | Movie,
               response: np.ndarray, timing: RunTiming, tr: float, movie_format: str = "frames",
-              video_fps: float | None = None) -> tuple[Path, ...]:
-    """Write one run's response and stimulus file; return the response paths."""
+              video_fps: float | None = None, presentation: int | None = None
+              ) -> tuple[Path, ...]:
+    """Write one run's response and stimulus file; return the response paths.
+
+    ``presentation`` numbers the runs of a stimulus shown more than once (BIDS
+    ``run`` entity, the stimulus file written with the first); None for a
+    stimulus shown once. The Huth layout has no place for repeats.
+    """
+    if layout == "huth" and presentation is not None:
+        raise ValueError("the Huth layout holds one run per stimulus: no repeated presentations")
     if layout == "huth":
         deriv = root / "derivative"
         path = deriv / "preprocessed_data" / subject / f"{stim.name}.hf5"
@@ -153,13 +161,16 @@ def write_run(root: Path, layout: str, subject: str, modality: str, stim: Story 
         return (path,)
 
     sub = f"sub-{subject}"
+    first = presentation in (None, 1)
     if modality == "story":
         stim_file = f"{stim.name}.TextGrid"
-        write_text(root / "stimuli" / stim_file, textgrid_text(stim))
+        if first:
+            write_text(root / "stimuli" / stim_file, textgrid_text(stim))
     else:
         stim_file = movie_file_name(stim.name, movie_format)
-        _write_movie_file(root / "stimuli" / stim_file, stim, movie_format, video_fps)
-    stem = f"{sub}_task-{stim.name}"
+        if first:
+            _write_movie_file(root / "stimuli" / stim_file, stim, movie_format, video_fps)
+    stem = f"{sub}_task-{stim.name}" + ("" if presentation is None else f"_run-{presentation}")
     write_text(
         root / sub / "func" / f"{stem}_events.tsv",
         "onset\tduration\ttrial_type\tstim_file\tmodality\n"
