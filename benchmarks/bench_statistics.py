@@ -1,6 +1,6 @@
 """Time the p-values of all four directions: the analytic tests against permute-and-correlate.
 
-The problem is the demo's: 20 484 vertices, 6 story and 6 movie runs of 280 TRs
+The problem: 20 484 vertices (fsaverage5), 6 story and 6 movie runs of 280 TRs
 (1 680 TRs per modality). The analysed statistics are those of
 :func:`brainenc.transfer.run_transfer` with leave-one-run-out splits: per
 modality, the response autocovariance of every run; the within test of the

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import time
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="centre distance of paired regions, in mean radii (default: 1.0)")
     sim.add_argument("--edge-amplitude", type=float, default=None,
                      help="signal amplitude at a region's edge, relative to its centre (default: 0.3)")
+    sim.add_argument("--story-repeats", type=int, default=None,
+                     help="presentations of the last story (default: 1; more needs --layout bids)")
+    sim.add_argument("--movie-repeats", type=int, default=None,
+                     help="presentations of the last movie (default: 1; more needs --layout bids)")
     sim.add_argument("--pure-noise", action="store_true",
                      help="no signal anywhere: a subject for calibration checks")
     sim.add_argument("--save-signal", action="store_true",
@@ -154,6 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Parameters of simulate_dataset that are options of ``brainenc simulate``.
+_SIMULATE_OPTIONS = ("n_stories", "n_movies", "snr", "n_trs_per_run", "noise_rho", "noise_smoothing",
+                     "regions_per_hemi", "overlap_distance", "edge_amplitude", "story_repeats",
+                     "movie_repeats", "movie_format", "layout", "subject")
+
+
+def _option_names(problem: str) -> str:
+    """A simulation error message with parameter names replaced by their command-line options."""
+    for name in _SIMULATE_OPTIONS:
+        problem = re.sub(rf"(?<![\w<-]){name}(?=\s(?:must\b|>|<|and\b)|=)", "--" + name.replace("_", "-"),
+                         problem)
+    return problem
+
+
 def _value_or_range(values: list | None, option: str):
     """One value, or a (low, high) pair, from an option taking one or two numbers."""
     if values is None or len(values) == 1:
@@ -170,7 +189,8 @@ def _simulation_options(args) -> dict:
         "n_trs_per_run": _value_or_range(args.n_trs_per_run, "--n-trs-per-run"),
         "noise_rho": args.noise_rho, "noise_smoothing": args.noise_smoothing,
         "regions_per_hemi": args.regions_per_hemi, "overlap_distance": args.overlap_distance,
-        "edge_amplitude": args.edge_amplitude,
+        "edge_amplitude": args.edge_amplitude, "story_repeats": args.story_repeats,
+        "movie_repeats": args.movie_repeats,
     }
     return {key: value for key, value in options.items() if value is not None}
 
@@ -192,8 +212,11 @@ def _print_summaries(results) -> None:
         for s in res.summaries:
             transfer = (f"{transfer_maps[s.direction].fraction_significant:>10.3f}"
                         if s.direction in transfer_maps else "")
-            print(f"  {s.direction:<16}{s.fraction_significant:>9.3f}{s.mean_r:>9.3f}"
+            fraction = "–" if s.n_significant is None else f"{s.fraction_significant:.3f}"
+            print(f"  {s.direction:<16}{fraction:>9}{s.mean_r:>9.3f}"
                   f"{s.mean_r_significant:>13.3f}{transfer}")
+        if not res.tested:
+            print("  (significance not tested: --no-significance)")
 
 
 def _check_extract_options(args) -> None:
@@ -260,11 +283,14 @@ def _run(args) -> None:
     if args.command == "simulate":
         from brainenc.simulate import simulate_dataset
 
-        info = simulate_dataset(args.out, layout=args.layout, subject=args.subject,
-                                n_stories=args.n_stories, n_movies=args.n_movies,
-                                seed=args.seed, movie_format=args.movie_format,
-                                overwrite=args.overwrite, pure_noise=args.pure_noise,
-                                save_signal=args.save_signal, **_simulation_options(args))
+        try:
+            info = simulate_dataset(args.out, layout=args.layout, subject=args.subject,
+                                    n_stories=args.n_stories, n_movies=args.n_movies,
+                                    seed=args.seed, movie_format=args.movie_format,
+                                    overwrite=args.overwrite, pure_noise=args.pure_noise,
+                                    save_signal=args.save_signal, **_simulation_options(args))
+        except BrainencInputError as error:
+            raise BrainencInputError(error.path, _option_names(error.problem)) from None
         print(f"simulated subject {info.subject} ({args.layout} layout) in {info.root}")
     elif args.command == "transfer":
         from brainenc.workflows import transfer_to_folder

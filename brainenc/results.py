@@ -40,12 +40,14 @@ def split_direction(direction: str) -> tuple[str, str]:
 class DirectionSummary:
     """Summary of one direction over all voxels.
 
-    ``mean_r_significant`` is NaN where no voxel is significant.
+    ``mean_r_significant`` is NaN where no voxel is significant;
+    ``n_significant`` is None (and the fraction NaN) when significance was not
+    tested.
     """
 
     direction: str
     n_voxels: int
-    n_significant: int
+    n_significant: int | None
     fraction_significant: float
     mean_r: float
     mean_r_significant: float
@@ -159,6 +161,11 @@ class TransferResult:
             raise BrainencInputError(None, f"no weights were written for {self.subject} / "
                                            f"{self.feature_space}")
         return WeightsFile(self.weights_path)
+
+    @property
+    def tested(self) -> bool:
+        """Whether significance was tested (``settings["significance"]``; True when not recorded)."""
+        return bool(self.settings.get("significance", True))
 
     def map_significant(self, direction: str) -> np.ndarray:
         """The mask a map of ``direction`` shows: the transfer map of a cross-modal

@@ -166,7 +166,7 @@ def fdr_bh(pvalues: np.ndarray, q: float = 0.05) -> np.ndarray:
 
 
 def summarize_direction(
-    direction: str, r: np.ndarray, significant: np.ndarray, q: float
+    direction: str, r: np.ndarray, significant: np.ndarray, q: float, tested: bool = True
 ) -> DirectionSummary:
     """Summarise the scores of one direction.
 
@@ -183,6 +183,9 @@ def summarize_direction(
         FDR mask; ignored where ``r`` is NaN.
     q : float
         The FDR level that produced ``significant``.
+    tested : bool
+        Whether significance was tested at all; if not, ``n_significant`` is
+        None and the fraction and mean of significant voxels NaN (not 0).
 
     Returns
     -------
@@ -203,10 +206,10 @@ def summarize_direction(
     return DirectionSummary(
         direction=direction,
         n_voxels=n_defined,
-        n_significant=n_sig,
-        fraction_significant=n_sig / n_defined if n_defined else float("nan"),
+        n_significant=n_sig if tested else None,
+        fraction_significant=n_sig / n_defined if n_defined and tested else float("nan"),
         mean_r=float(r[defined].mean()) if n_defined else float("nan"),
-        mean_r_significant=float(r[sig].mean()) if n_sig else float("nan"),
+        mean_r_significant=float(r[sig].mean()) if n_sig and tested else float("nan"),
         max_r=float(r[defined].max()) if n_defined else float("nan"),
         fdr_q=float(q),
     )

@@ -68,29 +68,43 @@ def simulated_analysis(tmp_path_factory):
     """Simulated subjects analysed once per test session.
 
     ``simulated_analysis(seed, space="multimodal", test_runs=None, **simulation)``
-    returns the subject's ground truth and the :func:`run_transfer` result
-    (default analysis settings, or the named test runs) of one of its feature
-    spaces; a subject is simulated once for all its analyses.
+    returns the subject's ground truth and the result (default analysis
+    settings, or the named test runs) of one of its feature spaces. A subject
+    is simulated once; its two feature spaces are analysed together with their
+    paired comparison (:func:`brainenc.analyses.comparison.compare_feature_spaces`),
+    which ``simulated_analysis.comparison(seed, **simulation)`` returns.
     """
     import warnings
 
+    from brainenc.analyses.comparison import compare_feature_spaces
     from brainenc.io.layouts import load_dataset
-    from brainenc.simulate import load_ground_truth, simulate_dataset
-    from brainenc.transfer import run_transfer
+    from brainenc.simulate import FEATURE_SPACES, load_ground_truth, simulate_dataset
 
-    results = {}
+    analysed = {}
 
-    def analyse(seed: int, space: str = "multimodal", test_runs: dict | None = None, **simulation):
+    def bundle(seed: int, test_runs: dict | None, simulation: dict):
         options = "_".join(f"{k}-{v}" for k, v in sorted(simulation.items()))
         root = tmp_path_factory.getbasetemp() / f"simulated_{seed}_{options}"
         if not root.exists():
             simulate_dataset(root, seed=seed, **simulation)
-        key = (root, space, repr(test_runs))
-        if key not in results:
+        key = (root, repr(test_runs))
+        if key not in analysed:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                results[key] = run_transfer(load_dataset(root), "sim01", space, test_runs=test_runs,
-                                            progress=False)
-        return load_ground_truth(root), results[key]
+                results, comparisons = compare_feature_spaces(
+                    load_dataset(root), "sim01", FEATURE_SPACES, [FEATURE_SPACES],
+                    test_runs=test_runs, progress=False)
+            analysed[key] = (load_ground_truth(root), dict(zip(FEATURE_SPACES, results)),
+                             comparisons[0])
+        return analysed[key]
 
+    def analyse(seed: int, space: str = "multimodal", test_runs: dict | None = None, **simulation):
+        truth, results, _ = bundle(seed, test_runs, simulation)
+        return truth, results[space]
+
+    def comparison(seed: int, **simulation):
+        truth, _, compared = bundle(seed, None, simulation)
+        return truth, compared
+
+    analyse.comparison = comparison
     return analyse

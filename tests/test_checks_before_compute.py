@@ -173,10 +173,10 @@ def test_demo_passes_its_statistics_options_on(tmp_path, monkeypatch):
     monkeypatch.setattr(brainenc.simulate, "simulate_dataset", small)
     monkeypatch.setattr(brainenc.transfer, "run_transfers", record)
     code = main(["demo", "--out", str(tmp_path / "demo"), "--fdr-q", "0.5",
-                 "--max-lag", "3", "--no-significance", "--quiet"])
+                 "--max-lag", "3", "--quiet"])
     assert code == 2
     assert seen[0]["fdr_q"] == 0.5 and seen[0]["max_lag"] == 3
-    assert seen[0]["significance"] is False
+    assert seen[0]["significance"] is True
     assert list(tmp_path.iterdir()) == []
 
 
@@ -185,6 +185,16 @@ def test_run_transfer_checks_its_options_too(dataset):
 
     with pytest.raises(BrainencInputError, match="--max-lag"):
         brainenc.transfer.run_transfer(load_dataset(dataset), "s1", "feats", max_lag=-5)
+
+
+def test_lags_without_tests_and_twice_named_test_runs_are_refused(dataset, tmp_path, capsys, no_fit):
+    before = tree_state(tmp_path)
+    code = _transfer(dataset, tmp_path / "out", "--features", "feats", "--max-lag", "5",
+                     "--no-significance")
+    _check_refused(capsys, code, tmp_path, before, "--max-lag", "no effect with --no-significance")
+    code = _transfer(dataset, tmp_path / "out", "--features", "feats", "--test-movie", "movie0",
+                     "movie0")
+    _check_refused(capsys, code, tmp_path, before, "--test-movie", "more than once")
 
 
 def test_lags_longer_than_half_a_run_fail_before_any_fit(dataset, tmp_path, capsys, no_fit):
@@ -207,7 +217,13 @@ def test_cuda_backend_without_a_gpu_is_a_clean_error(dataset, tmp_path, capsys, 
 @pytest.mark.parametrize("option, value, fragment", [
     ("--snr", "nan", "snr must be a finite number"),
     ("--snr", "inf", "snr must be a finite number"),
+    ("--snr", "1e300", "--snr must be positive and at most"),
     ("--seed", "-5", "--seed"),
+    ("--noise-rho", "1.5", "--noise-rho must be in [0, 1)"),
+    ("--n-stories", "-1", "--n-stories must be a whole number from 1"),
+    ("--n-trs-per-run", "1000000000", "--n-trs-per-run must be a whole number"),
+    ("--regions-per-hemi", "1000000000", "--regions-per-hemi must be a whole number from 1 to 10"),
+    ("--story-repeats", "3", "--story-repeats > 1 needs --layout"),
 ])
 def test_simulate_refuses_impossible_parameters(tmp_path, capsys, option, value, fragment):
     code = main(["simulate", str(tmp_path / "sim"), option, value])

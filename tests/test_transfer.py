@@ -132,3 +132,21 @@ def test_feature_width_mismatch_names_file(manifest_dataset):
 def test_missing_feature_space_lists_available(manifest_dataset):
     with pytest.raises(BrainencInputError, match="feats"):
         run_transfer(load_dataset(manifest_dataset), "s1", "nope", progress=False)
+
+
+def test_without_significance_nothing_reads_as_zero_significant(manifest_dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["transfer", "--dataset", str(manifest_dataset), "--subject", "s1", "--features",
+                 "feats", "--out", str(out), "--no-significance", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "significance not tested" in printed and "0.000" not in printed.split("transfer")[1].split("\n")[1]
+    result = json.loads((out / "summary.json").read_text())["results"][0]
+    for summary in result["directions"].values():
+        assert summary["n_significant"] is None and summary["fraction_significant"] is None
+    assert result["transfer"] == {}
+    assert result["settings"]["within_test"] == {"story": None, "movie": None}
+    assert "not tested" in (out / "report.html").read_text()
+    from brainenc.simulate.recovery import recovery
+
+    with pytest.raises(BrainencInputError, match="without significance"):
+        recovery(TransferResult.load(out / "scores.npz"), None)

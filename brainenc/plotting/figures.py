@@ -112,15 +112,18 @@ def plot_histograms(result: TransferResult, bins: int = 60) -> Figure:
         r = np.asarray(result.r[direction], float)
         significant = result.map_significant(direction) & np.isfinite(r)
         defined = np.isfinite(r)
+        which = ("transfer significant" if direction in result.transfer_significant
+                 else "FDR significant")
         ax.hist(r[defined], bins=edges, color="#c8c8c8", label="all voxels")
-        ax.hist(r[significant], bins=edges, color=DIRECTION_COLORS[direction],
-                label="transfer significant" if direction in result.transfer_significant
-                else "FDR significant")
-        ax.axvline(0.0, color="black", linewidth=0.8)
         n_defined = int(defined.sum())
-        share = significant.sum() / n_defined if n_defined else float("nan")
-        ax.set_title(f"{direction_label(direction)}: {significant.sum()} of {n_defined} "
-                     f"significant ({share:.1%})", fontsize=10)
+        if result.tested:
+            ax.hist(r[significant], bins=edges, color=DIRECTION_COLORS[direction], label=which)
+            share = significant.sum() / n_defined if n_defined else float("nan")
+            title = f"{significant.sum()} of {n_defined} {which} ({share:.1%})"
+        else:
+            title = f"{n_defined} voxels, significance not tested"
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_title(f"{direction_label(direction)}: {title}", fontsize=10)
         ax.set_ylabel("voxels")
         ax.legend(fontsize=8, frameon=False)
     for ax in axes[2:]:

@@ -104,8 +104,12 @@ def _ground_truth_labels(ground_truth: Any) -> tuple[np.ndarray, list[str]]:
 def _surface_inputs(result: TransferResult) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """Per-vertex arrays for the maps: r where significant per direction (for a cross-modal
     direction, in its transfer map), and the two cross r (NaN where neither transfer map
-    holds the vertex); or why there are none."""
-    significant = {d: result.map_significant(d) for d in DIRECTIONS}
+    holds the vertex); every r of a result not tested for significance; or why there are
+    none."""
+    if result.tested:
+        significant = {d: result.map_significant(d) for d in DIRECTIONS}
+    else:
+        significant = {d: np.ones(result.n_voxels, dtype=bool) for d in DIRECTIONS}
     either_cross = significant["story_to_movie"] | significant["movie_to_story"]
     per_voxel = {d: np.where(significant[d], result.r[d], np.nan) for d in DIRECTIONS}
     per_voxel["x"] = np.where(either_cross, result.r["story_to_movie"], np.nan)
@@ -137,19 +141,29 @@ def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, sec
     q = summaries[DIRECTIONS[0]].fdr_q
     for direction in DIRECTIONS:
         s = summaries[direction]
-        transfer = direction in result.transfer_significant
-        title = (f"{figs.result_label(result)}: {figs.direction_label(direction)} "
-                 f"({s.n_significant} {'transfer ' if transfer else ''}significant, FDR q = {q:g})")
-        figure = surface.plot_fsaverage5(inputs[direction], title=title, vmax=vmax,
-                                         colorbar_label="r (significant vertices)")
+        transfer = result.tested and direction in result.transfer_significant
+        if not result.tested:
+            counted = "not tested for significance"
+        else:
+            counted = f"{s.n_significant} {'transfer ' if transfer else ''}significant, FDR q = {q:g}"
+        title = f"{figs.result_label(result)}: {figs.direction_label(direction)} ({counted})"
+        figure = surface.plot_fsaverage5(
+            inputs[direction], title=title, vmax=vmax,
+            colorbar_label="r (significant vertices)" if result.tested else "r (all vertices)")
         name = f"{slug}_r_{direction}.png"
         figs.save_figure(figure, fig_dir / name, dpi=dpi)
-        caption = (f"r, {figs.direction_label(direction)}, transfer map: vertices where the "
-                   f"{split_direction(direction)[0]} model predicts held-out {split_direction(direction)[0]} "
-                   "runs and its predictions correlate with the other modality (FDR); others show "
-                   "the sulcal background" if transfer else
-                   f"r, {figs.direction_label(direction)}; vertices not significant after FDR "
-                   "show the sulcal background")
+        train = split_direction(direction)[0]
+        if not result.tested:
+            caption = (f"r, {figs.direction_label(direction)}, every vertex: significance was not "
+                       "tested (--no-significance)")
+        elif transfer:
+            caption = (f"r, {figs.direction_label(direction)}, transfer map: vertices where the "
+                       f"{train} model predicts held-out {train} runs, its predictions correlate with "
+                       "the other modality, and they do so through the pairing of story and movie "
+                       "features (FDR); others show the sulcal background")
+        else:
+            caption = (f"r, {figs.direction_label(direction)}; vertices not significant after FDR "
+                       "show the sulcal background")
         section.maps.append((f"{FIGURE_DIR}/{name}", caption))
     figure = surface.plot_fsaverage5_2d(
         inputs["x"], inputs["y"],
@@ -158,7 +172,8 @@ def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, sec
     name = f"{slug}_transfer2d.png"
     figs.save_figure(figure, fig_dir / name, dpi=dpi)
     section.maps.append((f"{FIGURE_DIR}/{name}", "story → movie r and movie → story r through a "
-                         "2-D colour map; vertices in neither transfer map show the background"))
+                         "2-D colour map; " + ("vertices in neither transfer map show the background"
+                                               if result.tested else "every vertex (not tested)")))
 
 
 def _plots(result: TransferResult, fig_dir: Path, slug: str, dpi: int, section: _Section) -> None:
@@ -219,9 +234,10 @@ def _summary_table(result: TransferResult) -> str:
     entries += [(s.direction, "transfer", s) for s in result.transfer_summaries]
     rows = []
     for d, kind, s in entries:
+        count = "not tested" if s.n_significant is None else s.n_significant
         rows.append(
             f"<tr class='{kind}'><th class='label'>{_e(figs.direction_label(d))}</th><td>{kind}</td>"
-            f"<td>{s.n_voxels}</td><td>{s.n_significant}</td>"
+            f"<td>{s.n_voxels}</td><td>{count}</td>"
             f"<td>{format_fraction(s.fraction_significant)}</td><td>{format_r(s.mean_r)}</td>"
             f"<td>{format_r(s.mean_r_significant)}</td><td>{format_r(s.max_r)}</td></tr>"
         )
@@ -231,7 +247,8 @@ def _summary_table(result: TransferResult) -> str:
         + "".join(rows) + "</table>"
         "<p class='small'>within, cross: the test that predictions correlate with held-out "
         "responses. transfer: a cross-modal direction's vertices where, in addition, the "
-        "training modality's own within test is significant (docs/statistics.md).</p>"
+        "training modality's own within test is significant and the prediction depends on the "
+        "pairing of story and movie features (docs/statistics.md).</p>"
     )
 
 
@@ -363,7 +380,8 @@ def write_report(
                 "measured responses. Significance: a test of each direction that accounts for "
                 "the responses' autocorrelation, with Benjamini–Hochberg FDR control; the "
                 "cross-modal maps are transfer maps, which also require the training "
-                "modality's within test (docs/statistics.md). Fractions count voxels with a "
+                "modality's within test and a prediction that depends on the pairing of story "
+                "and movie features (docs/statistics.md). Fractions count voxels with a "
                 "defined r.</p>")
     links = [f"<li><a href='#{_e(slug)}'>{_e(figs.result_label(s.result))}</a></li>" for slug, s in sections]
     if len(results) > 1:

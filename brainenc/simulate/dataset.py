@@ -56,6 +56,14 @@ MOVIE_FORMATS: tuple[str, ...] = ("frames", "video")
 #: Fewest analysed volumes of a run, and most smoothing steps of the noise.
 MIN_TRS_PER_RUN = 20
 MAX_NOISE_SMOOTHING = 20
+#: Upper limits that keep a simulation within what one machine can hold and write: a
+#: region SNR beyond MAX_SNR overflows float32 responses; MAX_RUNS runs per modality,
+#: MAX_TRS_PER_RUN volumes per run and MAX_RESPONSE_BYTES of responses in all.
+MAX_SNR = 1e4
+MAX_RUNS = 1000
+MAX_TRS_PER_RUN = 10000
+MAX_REGIONS_PER_HEMI = 10
+MAX_RESPONSE_BYTES = 20e9
 
 
 @dataclass(frozen=True)
@@ -556,14 +564,24 @@ def _check_params(out: Path, *, layout, subject, n_stories, n_movies, snr, n_trs
         problems.append(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not subject or not subject.isalnum():
         problems.append(f"subject must be letters and digits only, got {subject!r}")
-    if n_stories < 1 or n_movies < 1:
-        problems.append("at least one story and one movie are needed")
-    if not 0 < snr_range[0] <= snr_range[1]:
-        problems.append(
-            f"snr must be positive, and low <= high for a (low, high) range, got {snr!r}")
-    if trs_range is None or not MIN_TRS_PER_RUN <= trs_range[0] <= trs_range[1]:
-        problems.append(f"n_trs_per_run must be a whole number of at least {MIN_TRS_PER_RUN}, or "
-                        f"a (low, high) pair of them with low <= high, got {n_trs_per_run!r}")
+    for name, value in (("n_stories", n_stories), ("n_movies", n_movies)):
+        if not (_is_number(value, integer=True) and 1 <= value <= MAX_RUNS):
+            problems.append(f"{name} must be a whole number from 1 to {MAX_RUNS}, got {value!r}")
+    if not 0 < snr_range[0] <= snr_range[1] <= MAX_SNR:
+        problems.append(f"snr must be positive and at most {MAX_SNR:g}, with low <= high for a "
+                        f"(low, high) range, got {snr!r}")
+    if trs_range is None or not MIN_TRS_PER_RUN <= trs_range[0] <= trs_range[1] <= MAX_TRS_PER_RUN:
+        problems.append(f"n_trs_per_run must be a whole number from {MIN_TRS_PER_RUN} to "
+                        f"{MAX_TRS_PER_RUN}, or a (low, high) pair of them with low <= high, got "
+                        f"{n_trs_per_run!r}")
+    elif not problems:
+        runs = (n_stories + n_movies) * max(repeats.values()) if all(
+            _is_number(v, integer=True) for v in repeats.values()) else n_stories + n_movies
+        size = runs * (trs_range[1] + 20) * N_VERTICES * 4
+        if size > MAX_RESPONSE_BYTES:
+            problems.append(f"{runs} runs of up to {trs_range[1]} volumes would write about "
+                            f"{size / 1e9:.0f} GB of responses, more than {MAX_RESPONSE_BYTES / 1e9:.0f} GB; "
+                            "use fewer or shorter runs")
     if tr <= 0:
         problems.append(f"tr must be positive, got {tr}")
     if layout == "huth" and tr != 2.0:
@@ -582,8 +600,8 @@ def _check_params(out: Path, *, layout, subject, n_stories, n_movies, snr, n_trs
         problems.append(f"fps must be positive, got {fps}")
     if feature_noise < 0:
         problems.append(f"feature_noise must be non-negative, got {feature_noise}")
-    if not (_is_number(regions_per_hemi, integer=True) and regions_per_hemi >= 1):
-        problems.append(f"regions_per_hemi must be a whole number of at least 1, "
+    if not (_is_number(regions_per_hemi, integer=True) and 1 <= regions_per_hemi <= MAX_REGIONS_PER_HEMI):
+        problems.append(f"regions_per_hemi must be a whole number from 1 to {MAX_REGIONS_PER_HEMI}, "
                         f"got {regions_per_hemi!r}")
     if radius_range is None or not 0 < radius_range[0] <= radius_range[1] < 45:
         problems.append("region_radius_deg must be a (low, high) pair with 0 < low <= high < 45, "

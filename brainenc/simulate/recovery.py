@@ -26,6 +26,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from sklearn.metrics import roc_auc_score
 
+from brainenc.errors import BrainencInputError
 from brainenc.results import CROSS, DIRECTIONS, TransferResult, split_direction
 from brainenc.simulate.cortex import (
     HEMISPHERES,
@@ -165,7 +166,16 @@ def clump_size(marked: np.ndarray) -> float:
 
 
 def recovery(result: TransferResult, truth: GroundTruth) -> dict[str, MapRecovery]:
-    """:func:`map_recovery` of every map of ``result`` that was tested (:data:`MAPS`)."""
+    """:func:`map_recovery` of every map of ``result`` (:data:`MAPS`).
+
+    Raises
+    ------
+    BrainencInputError
+        ``result`` was not tested for significance: it has no maps to score.
+    """
+    if not result.tested:
+        raise BrainencInputError(None, f"{result.subject} / {result.feature_space} was analysed "
+                                       "without significance tests: it has no maps to score")
     names = [name for name in MAPS
              if not name.startswith("transfer_") or name[len("transfer_"):] in result.transfer_pvalues]
     return {name: map_recovery(result, truth, name) for name in names}

@@ -16,7 +16,7 @@ import numpy as np
 
 from brainenc.checks import check_analysis_options
 from brainenc.design import get_preset, zscore_columns
-from brainenc.errors import BrainencInputError
+from brainenc.errors import BrainencInputError, BrainencInputWarning
 from brainenc.inference import default_max_lag
 from brainenc.io.dataset import MODALITIES, Dataset, Run
 from brainenc.io.responses import load_responses
@@ -115,6 +115,10 @@ def _select_runs(runs: list[Run], names: Sequence[str] | None, modality: str) ->
     missing = [name for name in names if name not in known]
     if missing:
         raise ValueError(f"test {modality} runs {missing} not found; {modality} runs are {list(known)}")
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise BrainencInputError(None, f"--test-{modality} names {repeated} more than once; a run "
+                                       "tested twice would count its data twice")
     return [known[name] for name in names]
 
 
@@ -162,16 +166,31 @@ def _max_lags(runs: dict[str, list[Run]], max_lag: int | None) -> dict[str, int]
 
 def _check_max_lag(runs: dict[str, list[Run]], lags: dict[str, int], explicit: bool) -> None:
     """Every tested run must be longer than twice its lags (checked before any fit)."""
+    problems = []
     for modality, modality_runs in runs.items():
         short = [f"{run.name} ({run.n_trs} TRs)" for run in modality_runs
                  if run.n_trs <= 2 * lags[modality]]
         if short:
             source = (f"--max-lag {lags[modality]}" if explicit else
                       f"the default --max-lag of {lags[modality]} TRs (20 s)")
-            raise BrainencInputError(
-                None, f"{source}: the {modality} runs {', '.join(short)} are not longer than "
-                f"twice that many TRs, too short to estimate the response autocorrelation the "
-                "significance tests need; use a smaller --max-lag, or --no-significance")
+            problems.append(f"{source}: the {modality} runs {', '.join(short)} are not longer than "
+                            "twice that many TRs")
+    if problems:
+        raise BrainencInputError(
+            None, "; ".join(problems) + ": too short to estimate the response autocorrelation the "
+            "significance tests need; use a smaller --max-lag, or --no-significance")
+
+
+def _warn_about_one_step(runs: dict[str, list[Run]], chosen: dict[str, list[int] | None]) -> None:
+    """With 3 runs, the sequential within test rests on one run and a model of two."""
+    few = [f"{m} ({len(runs[m])} runs)" for m in MODALITIES
+           if chosen[m] is None and len(runs[m]) == 3]
+    if few:
+        warnings.warn(
+            f"leave-one-run-out with 3 runs: the within test of {', '.join(few)} rests on one run, "
+            "predicted by a model fitted on the two before it (docs/statistics.md); it has little "
+            "power. More runs, or named test runs, test more data",
+            BrainencInputWarning, stacklevel=3)
 
 
 def load_modality_responses(runs: Sequence[Run]) -> list[np.ndarray]:
@@ -237,9 +256,13 @@ def plan_transfer(
         other = other_modality(modality)
         cross_idx[modality] = (chosen[other] if chosen[other] is not None
                                else list(range(len(runs[other]))))
+    if max_lag is not None and not significance:
+        raise BrainencInputError(None, "--max-lag sets the lags of the significance tests; it has no "
+                                       "effect with --no-significance")
     lags = _max_lags(runs, max_lag) if significance else None
     if lags is not None:
         _check_max_lag(runs, lags, explicit=max_lag is not None)
+        _warn_about_one_step(runs, chosen)
     responses = {m: load_modality_responses(runs[m]) for m in MODALITIES}
     n_voxels = {m: responses[m][0].shape[1] for m in MODALITIES}
     if n_voxels["story"] != n_voxels["movie"]:

@@ -105,8 +105,9 @@ def score_batch(plan: TransferPlan, space: SpaceModels, predictions: dict[str, B
         scores.alignment_z[cross][columns] = z_align
 
 
-def _significance(scores: VoxelScores, fdr_q: float) -> dict:
-    """p-values, FDR masks and summaries of every direction and of the transfer maps."""
+def _significance(scores: VoxelScores, fdr_q: float, tested: bool) -> dict:
+    """p-values, FDR masks and summaries of every direction and of the transfer maps (no
+    transfer summaries when nothing was tested)."""
     r = scores.r
     pvalues = {d: one_sided_pvalues(scores.z[d]) for d in DIRECTIONS}
     significant = {d: fdr_bh(pvalues[d], q=fdr_q) for d in DIRECTIONS}
@@ -119,8 +120,9 @@ def _significance(scores: VoxelScores, fdr_q: float) -> dict:
     return dict(
         pvalues=pvalues, significant=significant, alignment_pvalues=alignment_p,
         transfer_pvalues=transfer_p, transfer_significant=transfer_sig,
-        summaries=[summarize_direction(d, r[d], significant[d], fdr_q) for d in DIRECTIONS],
-        transfer_summaries=[summarize_direction(d, r[d], transfer_sig[d], fdr_q) for d in CROSS],
+        summaries=[summarize_direction(d, r[d], significant[d], fdr_q, tested) for d in DIRECTIONS],
+        transfer_summaries=([summarize_direction(d, r[d], transfer_sig[d], fdr_q) for d in CROSS]
+                            if tested else []),
     )
 
 
@@ -149,7 +151,8 @@ def _settings(plan: TransferPlan, space: SpaceModels) -> dict:
         "split": split,
         "held_out": ("named test runs" if any(c is not None for c in plan.chosen.values())
                      else "leave-one-run-out"),
-        "within_test": {m: "held-out test runs" if plan.chosen[m] is not None else
+        "within_test": {m: None if not options.significance else
+                        "held-out test runs" if plan.chosen[m] is not None else
                         "sequential: each run from the third predicted by the runs before it"
                         for m in MODALITIES},
     }
@@ -168,5 +171,5 @@ def transfer_result(plan: TransferPlan, space: SpaceModels, scores: VoxelScores)
         space=first.space,
         mask_path=None if first.mask_path is None else str(first.mask_path),
         settings=_settings(plan, space),
-        **_significance(scores, plan.options.fdr_q),
+        **_significance(scores, plan.options.fdr_q, plan.options.significance),
     )
