@@ -69,7 +69,7 @@ def simulated_analysis(tmp_path_factory):
 
     ``simulated_analysis(seed, space="multimodal", test_runs=None, **simulation)``
     returns the subject's ground truth and the result (default analysis
-    settings, or the named test runs) of one of its feature spaces. A subject
+    settings, or the named test runs; with its weights) of one of its feature spaces. A subject
     is simulated once; its two feature spaces are analysed together with their
     paired comparison (:func:`brainenc.analyses.comparison.compare_feature_spaces`),
     which ``simulated_analysis.comparison(seed, **simulation)`` returns.
@@ -91,9 +91,11 @@ def simulated_analysis(tmp_path_factory):
         if key not in analysed:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                weights = {space: root.parent / f"{root.name}_{space}_{len(analysed)}_weights.h5"
+                           for space in FEATURE_SPACES}
                 results, comparisons = compare_feature_spaces(
                     load_dataset(root), "sim01", FEATURE_SPACES, [FEATURE_SPACES],
-                    test_runs=test_runs, progress=False)
+                    test_runs=test_runs, weights_paths=weights, progress=False)
             analysed[key] = (load_ground_truth(root), dict(zip(FEATURE_SPACES, results)),
                              comparisons[0])
         return analysed[key]
@@ -106,5 +108,11 @@ def simulated_analysis(tmp_path_factory):
         truth, _, compared = bundle(seed, None, simulation)
         return truth, compared
 
+    def dataset(seed: int, **simulation):
+        bundle(seed, None, simulation)
+        options = "_".join(f"{k}-{v}" for k, v in sorted(simulation.items()))
+        return load_dataset(tmp_path_factory.getbasetemp() / f"simulated_{seed}_{options}")
+
     analyse.comparison = comparison
+    analyse.dataset = dataset
     return analyse
