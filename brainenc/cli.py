@@ -29,6 +29,67 @@ def _add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
                         "and only if it holds no other files)")
 
 
+def _add_roi_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--roi-labels", nargs="+", type=Path, default=None, metavar="FILE",
+                        help="ROI labels for per-ROI tables: two surface label files (left, right; "
+                        ".label.gii or .annot), a NIfTI atlas [and its lookup .tsv], or a "
+                        "simulated subject's ground_truth.npz")
+
+
+def _add_split_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", type=Path, required=True,
+                        help="dataset folder (Huth, BIDS/fMRIPrep) or manifest .tsv")
+    parser.add_argument("--subject", required=True, help="subject id as in the dataset")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--preset", choices=["huth", "default"], default=None,
+                        help="design-matrix preset (default: the layout's)")
+    parser.add_argument("--alphas", type=float, nargs="+", default=None,
+                        help="ridge alpha grid (default: the preset's)")
+    parser.add_argument("--backend", default="auto",
+                        help="himalaya backend: auto (GPU when present), numpy, torch, torch_cuda")
+    parser.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+
+
+def _add_layers_parser(sub) -> None:
+    layers = sub.add_parser("layers", help="the transfer analysis over every layer of a model",
+                            description="Run the transfer analysis on every feature space whose "
+                            "name matches PATTERN and ends with a layer number, sharing the "
+                            "responses, splits and noise estimates; write per-layer curves, "
+                            "best-layer maps and a report.")
+    _add_split_options(layers)
+    layers.add_argument("--features", required=True, metavar="PATTERN",
+                        help="shell pattern of the layers' feature-space names under "
+                        "DATASET/features, e.g. 'bridgetower-base_cross*'")
+    layers.add_argument("--test-story", nargs="+", default=None, metavar="RUN",
+                        help="story runs held out for testing (default: leave-one-run-out)")
+    layers.add_argument("--test-movie", nargs="+", default=None, metavar="RUN",
+                        help="movie runs held out for testing (default: leave-one-run-out)")
+    layers.add_argument("--save-weights", action="store_true",
+                        help="write every layer's weights.h5 (features x delays x voxels each)")
+    _add_roi_option(layers)
+    _add_overwrite_option(layers, "layer sweep")
+    _add_analysis_options(layers)
+
+
+def _add_partition_parser(sub) -> None:
+    part = sub.add_parser("partition", help="unique and shared variance of two feature spaces",
+                          description="Fit a joint banded-ridge model of two feature spaces (one "
+                          "penalty each) and each space alone on one modality; map the variance "
+                          "each explains uniquely and the variance they share.")
+    _add_split_options(part)
+    part.add_argument("--features", required=True, nargs=2, metavar=("A", "B"),
+                      help="the two feature spaces (names under DATASET/features, or folders)")
+    part.add_argument("--modality", choices=["story", "movie"], default="story",
+                      help="whose runs train and test the models (default: story)")
+    part.add_argument("--test-runs", nargs="+", default=None, metavar="RUN",
+                      help="runs held out for testing (default: leave-one-run-out)")
+    part.add_argument("--n-iter", type=int, default=None,
+                      help="random-search iterations of the banded penalties (default: 20)")
+    part.add_argument("--seed", type=int, default=0, help="seed of the random search (default: 0)")
+    part.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_overwrite_option(part, "variance partition")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brainenc",
@@ -95,8 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--backend", default="auto",
                     help="himalaya backend: auto (GPU when present), numpy, torch, torch_cuda")
     tr.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    tr.add_argument("--compare", nargs="+", default=None, metavar="A:B",
+                    help="compare feature spaces A and B (both in --features): per-voxel paired "
+                    "difference of r in every direction, tested and mapped")
+    tr.add_argument("--dimensions", action="store_true",
+                    help="shared semantic dimensions: PCA of each space's story and movie weights, "
+                    "principal angles against a null, top stimuli, loading maps")
+    tr.add_argument("--n-permutations", type=int, default=200,
+                    help="shuffles of the null of the principal angles (default: 200)")
+    _add_roi_option(tr)
     _add_overwrite_option(tr, "transfer result")
     _add_analysis_options(tr)
+
+    _add_layers_parser(sub)
+    _add_partition_parser(sub)
 
     ex = sub.add_parser("extract", help="features of a dataset's stimuli from a model, every layer",
                         description="Run story words (with context) and movie frames through a "
@@ -279,6 +352,41 @@ def _extract(args) -> None:
     print(f"feature spaces in {out}: {', '.join(report.spaces)}")
 
 
+def _layers(args) -> None:
+    from brainenc.workflows import layers_to_folder
+
+    _, sweep = layers_to_folder(
+        args.dataset, args.subject, args.features, args.out, report=not args.no_report,
+        overwrite=args.overwrite, save_weights=args.save_weights, roi_labels=args.roi_labels or (),
+        preset=args.preset, alphas=args.alphas, test_runs=_test_runs(args),
+        significance=not args.no_significance, max_lag=args.max_lag, fdr_q=args.fdr_q,
+        backend=args.backend, progress=not args.quiet)
+    print(f"\n{'layer':<28}" + "".join(f"{d:>17}" for d in sweep.mean_r))
+    for k, layer in enumerate(sweep.layers):
+        print(f"{layer:<28}" + "".join(f"{sweep.mean_r[d][k]:>10.3f} ({int(sweep.n_map[d][k]):>4})"
+                                       for d in sweep.mean_r))
+    print("(mean r over all voxels, and the number of voxels in each map)")
+    print(f"\nresults in {args.out}")
+
+
+def _partition(args) -> None:
+    from brainenc.workflows import partition_to_folder
+
+    options = {} if args.n_iter is None else {"n_iter": args.n_iter}
+    result = partition_to_folder(
+        args.dataset, args.subject, args.features, args.out, modality=args.modality,
+        report=not args.no_report, overwrite=args.overwrite, preset=args.preset,
+        alphas=args.alphas, test_runs=args.test_runs, backend=args.backend, random_state=args.seed,
+        progress=not args.quiet, **options)
+    import numpy as np
+
+    maps = result.maps()
+    for name, values in (("joint R2", result.r2_joint), (f"unique {result.spaces[0]}", maps["unique_a"]),
+                         (f"unique {result.spaces[1]}", maps["unique_b"]), ("shared", maps["shared"])):
+        print(f"  {name:<40} mean {np.nanmean(values):.4f}")
+    print(f"\nresults in {args.out}")
+
+
 def _run(args) -> None:
     if args.command == "simulate":
         from brainenc.simulate import simulate_dataset
@@ -293,15 +401,23 @@ def _run(args) -> None:
             raise BrainencInputError(error.path, _option_names(error.problem)) from None
         print(f"simulated subject {info.subject} ({args.layout} layout) in {info.root}")
     elif args.command == "transfer":
+        from brainenc.analysis_outputs import AnalysisRequest, parse_pairs
         from brainenc.workflows import transfer_to_folder
 
+        request = AnalysisRequest(compare=parse_pairs(args.compare), dimensions=args.dimensions,
+                                  n_permutations=args.n_permutations,
+                                  roi_labels=tuple(args.roi_labels or ()))
         results = transfer_to_folder(
             args.dataset, args.subject, args.features, args.out, report=not args.no_report,
-            overwrite=args.overwrite, preset=args.preset, alphas=args.alphas,
+            overwrite=args.overwrite, analyses=request, preset=args.preset, alphas=args.alphas,
             test_runs=_test_runs(args), score_func=args.score, significance=not args.no_significance,
             max_lag=args.max_lag, fdr_q=args.fdr_q, backend=args.backend, progress=not args.quiet)
         _print_summaries(results)
         print(f"\nresults in {args.out}")
+    elif args.command == "layers":
+        _layers(args)
+    elif args.command == "partition":
+        _partition(args)
     elif args.command == "extract":
         _extract(args)
     elif args.command == "demo":

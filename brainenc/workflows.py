@@ -24,6 +24,16 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from brainenc.analysis_outputs import (
+    AnalysisOutputs,
+    AnalysisRequest,
+    check_request,
+    read_roi_labels,
+    report_sections,
+    run_analyses,
+    save_analyses,
+    summary_entries,
+)
 from brainenc.checks import (
     check_analysis_options,
     check_subject_inputs,
@@ -50,8 +60,9 @@ def strict_json(value):
     return value
 
 
-def summary_dict(results: Sequence[TransferResult]) -> dict:
-    """The content of ``summary.json`` (strict JSON: a NaN is written as null)."""
+def summary_dict(results: Sequence[TransferResult], extra: dict | None = None) -> dict:
+    """The content of ``summary.json`` (strict JSON: a NaN is written as null); ``extra``
+    adds entries (those of :func:`brainenc.analysis_outputs.summary_entries`)."""
     content = {
         "subjects": sorted({res.subject for res in results}),
         "results": [
@@ -67,6 +78,7 @@ def summary_dict(results: Sequence[TransferResult]) -> dict:
             }
             for res in results
         ],
+        **(extra or {}),
     }
     return strict_json(json.loads(json.dumps(content, default=json_default)))
 
@@ -89,24 +101,32 @@ def write_results(
     *,
     ground_truth=None,
     report: bool = True,
+    analyses: AnalysisOutputs | None = None,
 ) -> Path:
     """Write scores, summary, figures and report of ``results`` into ``folder``.
 
     With one result, its scores go to ``folder/scores.npz``; with several, to
     ``folder/<feature space>/scores.npz`` (beside the ``weights.h5`` the
     analysis wrote, see :func:`weights_paths`). ``folder`` is normally the
-    staging folder of :func:`brainenc.io.output.output_folder`.
+    staging folder of :func:`brainenc.io.output.output_folder`. ``analyses``
+    adds the files, summary entries and report sections of the optional
+    analyses (:mod:`brainenc.analysis_outputs`).
     """
-    from brainenc.plotting.report import write_report
+    from brainenc.plotting.report import FIGURE_DIR, write_report
 
     folder = Path(folder)
     names = [res.feature_space for res in results]
     for res in results:
         res.save(result_folder(folder, names, res.feature_space) / "scores.npz")
+    extra = {}
+    if analyses:
+        save_analyses(analyses, results, folder, lambda space: result_folder(folder, names, space))
+        extra = summary_entries(analyses, results)
     (folder / "summary.json").write_text(
-        json.dumps(summary_dict(results), indent=2, allow_nan=False), encoding="utf-8")
+        json.dumps(summary_dict(results, extra), indent=2, allow_nan=False), encoding="utf-8")
     if report:
-        write_report(results, folder, ground_truth=ground_truth)
+        sections = report_sections(analyses, results, folder / FIGURE_DIR) if analyses else []
+        write_report(results, folder, ground_truth=ground_truth, extra_sections=sections)
     return folder
 
 
@@ -137,29 +157,152 @@ def transfer_to_folder(
     *,
     report: bool = True,
     overwrite: bool = False,
+    analyses: AnalysisRequest | None = None,
     **transfer_options,
 ) -> list[TransferResult]:
     """Run :func:`brainenc.transfer.run_transfers` on the feature spaces and write ``out``.
 
     Everything is checked before the first fit: the options, the output
     location (see :mod:`brainenc.io.output`; ``overwrite`` replaces a previous
-    result), every feature space and every file of the subject's runs.
+    result), every feature space, every file of the subject's runs and the
+    optional ``analyses`` (:mod:`brainenc.analysis_outputs`).
     """
-    from brainenc.transfer import run_transfers
-
+    request = analyses or AnalysisRequest()
     check_analysis_options(**{k: v for k, v in transfer_options.items() if k in _CHECKED_OPTIONS})
     data = load_dataset(dataset)
     data.runs_for(subject)  # an unknown subject fails here, naming the ones there are
     spaces = resolve_feature_spaces(features, data)
+    names = [space.name for space in spaces]
+    check_request(request, names, transfer_options.get("significance", True))
+    rois = read_roi_labels(request, data, subject)
     with output_folder(out, kind="transfer", overwrite=overwrite,
                        inputs=input_paths(data, subject, spaces)) as staging:
         check_subject_inputs(data, subject, spaces)
-        names = [space.name for space in spaces]
-        results = run_transfers(data, subject, spaces, weights_paths=weights_paths(staging, names),
-                                **transfer_options)
-        write_results(results, staging, report=report)
+        results, comparisons = _transfers_and_comparisons(
+            data, subject, spaces, request, weights_paths(staging, names), **transfer_options)
+        outputs = run_analyses(request, data, subject, results, comparisons, rois)
+        write_results(results, staging, report=report, analyses=outputs)
         _relocate_results(results, staging, Path(out))
     return results
+
+
+def layers_to_folder(
+    dataset: str | Path,
+    subject: str,
+    pattern: str,
+    out: str | Path,
+    *,
+    report: bool = True,
+    overwrite: bool = False,
+    save_weights: bool = False,
+    roi_labels: Sequence[str | Path] = (),
+    **transfer_options,
+) -> tuple[list[TransferResult], object]:
+    """Sweep the layers of one model (feature spaces matching ``pattern``) and write ``out``.
+
+    ``out/<layer>/scores.npz`` per layer (with ``weights.h5`` when
+    ``save_weights``: one weights file per layer can take gigabytes),
+    ``out/layers.npz`` (:class:`brainenc.analyses.layers.LayerSweep`),
+    ``summary.json`` and a report with the curves, the best-layer maps and the
+    full maps of the layer whose transfer maps hold the most voxels.
+    """
+    from brainenc.analyses.layers import find_layer_spaces, sweep_layers
+
+    check_analysis_options(**{k: v for k, v in transfer_options.items() if k in _CHECKED_OPTIONS})
+    data = load_dataset(dataset)
+    data.runs_for(subject)
+    layers = find_layer_spaces(data.feature_root, pattern)
+    spaces = resolve_feature_spaces(layers, data)
+    rois = read_roi_labels(AnalysisRequest(roi_labels=tuple(Path(p) for p in roi_labels)), data, subject)
+    with output_folder(out, kind="layers", overwrite=overwrite,
+                       inputs=input_paths(data, subject, spaces)) as staging:
+        check_subject_inputs(data, subject, spaces)
+        weights = ({name: staging / name / "weights.h5" for name in layers} if save_weights
+                   else None)
+        results, sweep = sweep_layers(data, subject, layers, weights_paths=weights, rois=rois,
+                                      **transfer_options)
+        for result in results:
+            result.save(staging / result.feature_space / "scores.npz")
+        sweep.save(staging / "layers.npz")
+        summary = summary_dict(results, {"layers": _layer_summary(sweep)})
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False),
+                                              encoding="utf-8")
+        if report:
+            _layers_report(results, sweep, staging)
+        _relocate_results(results, staging, Path(out))
+    return results, sweep
+
+
+def _layer_summary(sweep) -> dict:
+    return {"layers": sweep.layers,
+            "mean_r": {d: v.tolist() for d, v in sweep.mean_r.items()},
+            "mean_r_map": {d: v.tolist() for d, v in sweep.mean_r_map.items()},
+            "n_map": {d: v.tolist() for d, v in sweep.n_map.items()},
+            "roi_names": sweep.roi_names,
+            "roi_mean_r": {d: v.tolist() for d, v in sweep.roi_mean_r.items()}}
+
+
+def _layers_report(results: Sequence[TransferResult], sweep, folder: Path) -> None:
+    """The sweep's section and the full maps of the layer with the largest transfer maps."""
+    from brainenc.plotting.analyses import layers_section
+    from brainenc.plotting.report import FIGURE_DIR, write_report
+
+    transfer = [sum(int(sweep.n_map[d][k]) for d in ("story_to_movie", "movie_to_story"))
+                for k in range(len(results))]
+    best = results[int(max(range(len(results)), key=lambda k: transfer[k]))]
+    section = layers_section(sweep, best, folder / FIGURE_DIR)
+    write_report([best], folder, title=f"brainenc layer sweep: {sweep.layers[0]} … {sweep.layers[-1]}",
+                 extra_sections=[section])
+
+
+def partition_to_folder(
+    dataset: str | Path,
+    subject: str,
+    features: Sequence[str],
+    out: str | Path,
+    *,
+    modality: str = "story",
+    report: bool = True,
+    overwrite: bool = False,
+    **partition_options,
+):
+    """Variance partitioning of two feature spaces (:func:`brainenc.analyses.partition.run_partition`)
+    written to ``out``: ``partition.npz``, ``summary.json``, figures and ``report.html``."""
+    from brainenc.analyses.partition import run_partition
+
+    data = load_dataset(dataset)
+    data.runs_for(subject)
+    spaces = resolve_feature_spaces(features, data)
+    with output_folder(out, kind="partition", overwrite=overwrite,
+                       inputs=input_paths(data, subject, spaces)) as staging:
+        result = run_partition(data, subject, spaces, modality, **partition_options)
+        result.save(staging / "partition.npz")
+        (staging / "summary.json").write_text(
+            json.dumps(strict_json(_partition_summary(result)), indent=2, allow_nan=False),
+            encoding="utf-8")
+        if report:
+            from brainenc.plotting.analyses import partition_section
+            from brainenc.plotting.report import FIGURE_DIR, write_report
+
+            write_report([], staging, title="brainenc variance partitioning",
+                         extra_sections=[partition_section(result, staging / FIGURE_DIR)])
+    return result
+
+
+def _partition_summary(result) -> dict:
+    import numpy as np
+
+    def mean(values):
+        finite = np.isfinite(values)
+        return float(values[finite].mean()) if finite.any() else float("nan")
+
+    maps = result.maps()
+    return {"subject": result.subject, "modality": result.modality, "spaces": list(result.spaces),
+            "n_voxels": result.n_voxels,
+            "mean": {name: mean(values) for name, values in
+                     {"r2_joint": result.r2_joint, "r2_a": result.r2_a, "r2_b": result.r2_b,
+                      **maps}.items()},
+            "settings": json.loads(json.dumps(result.settings, default=json_default))}
 
 
 def _relocate(value, staging: Path, final: Path):
@@ -195,12 +338,15 @@ def run_demo(
     """Simulate a subject, analyse it with both simulated feature spaces, and report.
 
     Writes ``out/dataset`` (the simulated data and ground truth) and
-    ``out/results`` (scores, summary, figures, report.html). ``out`` follows
-    the rules of :mod:`brainenc.io.output`: ``overwrite`` replaces a previous
-    demo output, nothing else.
+    ``out/results`` (scores, weights, summary, figures, report.html). With the
+    significance tests, the report also compares the multimodal space with the
+    unimodal one, finds the shared dimensions of both spaces' weights and
+    tabulates the simulated regions. ``out`` follows the rules of
+    :mod:`brainenc.io.output`: ``overwrite`` replaces a previous demo output,
+    nothing else.
     """
+    from brainenc.analyses.rois import ground_truth_rois
     from brainenc.simulate import load_ground_truth, simulate_dataset
-    from brainenc.transfer import run_transfers
 
     check_analysis_options(significance=significance, max_lag=max_lag, fdr_q=fdr_q, seed=seed)
     with output_folder(out, kind="demo", overwrite=overwrite) as staging:
@@ -208,10 +354,29 @@ def run_demo(
         data = load_dataset(info.root)
         truth = load_ground_truth(info.root)
         spaces = list(info.feature_spaces)
-        results = run_transfers(data, info.subject, spaces,
-                                weights_paths=weights_paths(staging / "results", spaces),
-                                significance=significance, max_lag=max_lag, fdr_q=fdr_q,
-                                progress=progress)
-        write_results(results, staging / "results", ground_truth=truth)
+        request = AnalysisRequest(compare=((spaces[0], spaces[1]),) if significance else (),
+                                  dimensions=significance, n_permutations=DEMO_PERMUTATIONS)
+        results, comparisons = _transfers_and_comparisons(data, info.subject, spaces, request,
+                                               weights_paths(staging / "results", spaces),
+                                               significance=significance, max_lag=max_lag,
+                                               fdr_q=fdr_q, progress=progress)
+        outputs = run_analyses(request, data, info.subject, results, comparisons,
+                               ground_truth_rois(truth), seed=seed)
+        write_results(results, staging / "results", ground_truth=truth, analyses=outputs)
         _relocate_results(results, staging, Path(out))
     return results
+
+
+#: Shuffles of the demo's null of the principal angles (the command's default is 200).
+DEMO_PERMUTATIONS = 100
+
+
+def _transfers_and_comparisons(data, subject, spaces, request, weights, **options):
+    """The results of every space and, when ``request`` names pairs, their comparisons."""
+    from brainenc.analyses.comparison import compare_feature_spaces
+    from brainenc.transfer import run_transfers
+
+    if request.compare:
+        return compare_feature_spaces(data, subject, spaces, request.compare, weights_paths=weights,
+                                      **options)
+    return run_transfers(data, subject, spaces, weights_paths=weights, **options), []

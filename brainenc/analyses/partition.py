@@ -101,6 +101,7 @@ from brainenc.io.features import FeatureSpace
 from brainenc.results import json_default
 from brainenc.stats import r2_score as held_out_r2
 from brainenc.transfer import load_modality
+from brainenc.transfer.plan import check_repeats_split
 
 __all__ = [
     "CONCENTRATION",
@@ -569,12 +570,14 @@ def _split_runs(runs: Sequence[Run], test_runs: Sequence[str] | None, modality: 
                 root, f"subject {runs[0].subject} has {len(runs)} {modality} run(s) ({names}); "
                       f"leave-one-run-out testing needs at least 3, because each test run's models "
                       "choose their penalties by leave-one-run-out over at least 2 training runs")
+        check_repeats_split(list(runs), None, modality, runs[0].subject, root, "--test-runs")
         return [([j for j in range(len(runs)) if j != i], [i]) for i in range(len(runs))]
     unknown = [name for name in test_runs if name not in names]
     if unknown or not test_runs:
         raise BrainencInputError(root, f"test runs {list(test_runs)} must name {modality} runs of "
                                        f"subject {runs[0].subject}: {names}")
     test = [names.index(name) for name in dict.fromkeys(test_runs)]
+    check_repeats_split(list(runs), test, modality, runs[0].subject, root, "--test-runs")
     train = [i for i in range(len(runs)) if i not in test]
     if len(train) < 2:
         raise BrainencInputError(

@@ -41,7 +41,9 @@ def result_label(result: TransferResult) -> str:
     return f"{result.subject} · {result.feature_space_label}"
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of ``width`` × ``height`` inches with constrained layout and an Agg canvas
+    (independent of pyplot)."""
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -106,7 +108,7 @@ def plot_histograms(result: TransferResult, bins: int = 60) -> Figure:
         low, high = low - 0.5, high + 0.5
     edges = np.linspace(low, high, bins + 1)
 
-    figure = _new_figure(9.0, 6.0)
+    figure = new_figure(9.0, 6.0)
     axes = figure.subplots(2, 2, sharex=True).ravel()
     for ax, direction in zip(axes, DIRECTIONS):
         r = np.asarray(result.r[direction], float)
@@ -167,7 +169,7 @@ def plot_transfer_scatter(result: TransferResult) -> Figure:
     """
     x = np.asarray(result.r["story_to_movie"], float)
     y = np.asarray(result.r["movie_to_story"], float)
-    figure = _new_figure(5.6, 5.4)
+    figure = new_figure(5.6, 5.4)
     ax = figure.subplots()
     _scatter_by_category(ax, x, y, transfer_category(result))
     _identity_and_zero_lines(ax, *_limits(x, y))
@@ -191,7 +193,7 @@ def plot_within_vs_cross(result: TransferResult) -> Figure:
         Two axes.
     """
     category = transfer_category(result)
-    figure = _new_figure(10.0, 5.0)
+    figure = new_figure(10.0, 5.0)
     axes = figure.subplots(1, 2)
     for ax, (within, cross) in zip(axes, (("story_to_story", "story_to_movie"),
                                           ("movie_to_movie", "movie_to_story"))):
@@ -264,7 +266,7 @@ def plot_ground_truth_summary(
         One axes: one group of four bars (the directions) per category.
     """
     mean_r, sem_r, _ = category_scores(result, labels, len(names))
-    figure = _new_figure(max(6.0, 1.6 * len(names) + 2.0), 4.2)
+    figure = new_figure(max(6.0, 1.6 * len(names) + 2.0), 4.2)
     ax = figure.subplots()
     width = 0.8 / len(DIRECTIONS)
     positions = np.arange(len(names))
@@ -293,7 +295,7 @@ def plot_feature_space_comparison(results: Sequence[TransferResult]) -> Figure:
     matplotlib.figure.Figure
         Two axes: fraction significant, and mean r of the significant voxels.
     """
-    figure = _new_figure(10.0, 4.2)
+    figure = new_figure(10.0, 4.2)
     axes = figure.subplots(1, 2)
     width = 0.8 / len(results)
     positions = np.arange(len(DIRECTIONS))

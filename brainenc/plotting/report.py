@@ -11,8 +11,11 @@ Layout written into ``out_dir``::
     figures/<subject>_<feature space>_ground_truth.png     with a ground truth
     figures/comparison.png                                  with several results
 
-The HTML refers to the figures by relative paths, so the folder can be moved
-as a whole. Every file is written to a temporary name and renamed.
+Sections of further analyses (:class:`ReportSection`, made by
+:mod:`brainenc.plotting.analyses`, which writes their figures into the same
+``figures`` folder) follow the results. The HTML refers to the figures by
+relative paths, so the folder can be moved as a whole. Every file is written
+to a temporary name and renamed.
 """
 from __future__ import annotations
 
@@ -33,6 +36,26 @@ from brainenc.plotting import surface
 from brainenc.results import CROSS, DIRECTIONS, TransferResult, split_direction
 
 FIGURE_DIR = "figures"
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A section added to the report after its results (e.g. one analysis's tables and figures).
+
+    Attributes
+    ----------
+    anchor : str
+        The section's HTML id, linked from the table of contents; unique in the report.
+    title : str
+        Its heading (plain text).
+    html : str
+        Its content: an HTML fragment whose images refer to files under the
+        report's ``figures`` folder as ``figures/<name>``.
+    """
+
+    anchor: str
+    title: str
+    html: str
 
 
 @dataclass
@@ -63,7 +86,9 @@ def format_fraction(value: float) -> str:
     return "–" if not np.isfinite(value) else f"{value:.1%}"
 
 
-def _slug(text: str) -> str:
+def file_slug(text: str) -> str:
+    """``text`` as a file-name part: runs of other characters than letters, digits, ``._-``
+    become ``-``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "result"
 
 
@@ -114,18 +139,10 @@ def _surface_inputs(result: TransferResult) -> tuple[dict[str, np.ndarray] | Non
     per_voxel = {d: np.where(significant[d], result.r[d], np.nan) for d in DIRECTIONS}
     per_voxel["x"] = np.where(either_cross, result.r["story_to_movie"], np.nan)
     per_voxel["y"] = np.where(either_cross, result.r["movie_to_story"], np.nan)
-    if result.space == "fsaverage5":
-        return {k: surface.check_fsaverage5(v, f"{k} of {figs.result_label(result)}")
-                for k, v in per_voxel.items()}, None
-    if result.space == "volume":
-        if not result.mask_path or not Path(result.mask_path).is_file():
-            return None, (f"Cortical maps skipped: the brain mask of this volume result "
-                          f"({result.mask_path or 'none recorded'}) is not available.")
-        keys = list(per_voxel)
-        projected = surface.volume_to_fsaverage5(np.stack([per_voxel[k] for k in keys]), result.mask_path)
-        return dict(zip(keys, projected)), None
-    return None, (f"Cortical maps skipped: response space is '{result.space}', which cannot "
-                  "be placed on a cortical surface (e.g. ds003020 voxels need pycortex).")
+    keys = list(per_voxel)
+    projected, note = surface.surface_values(result, np.stack([per_voxel[k] for k in keys]),
+                                             f"the maps of {figs.result_label(result)}")
+    return (None, note) if projected is None else (dict(zip(keys, projected)), None)
 
 
 def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, section: _Section) -> None:
@@ -262,7 +279,8 @@ def _settings_table(settings: Mapping) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _figure_html(path: str, caption: str) -> str:
+def figure_html(path: str, caption: str) -> str:
+    """A ``<figure>`` of the image at ``path`` (relative to the report) with its caption."""
     return (f"<figure><img src='{_e(path)}' alt='{_e(caption)}'>"
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
@@ -279,9 +297,9 @@ def _section_html(section: _Section, anchor: str) -> str:
     ]
     if section.map_note:
         parts.append(f"<p class='note'>{_e(section.map_note)}</p>")
-    parts.extend(_figure_html(p, c) for p, c in section.maps)
+    parts.extend(figure_html(p, c) for p, c in section.maps)
     parts.append("<h3>Distributions</h3>")
-    parts.extend(_figure_html(p, c) for p, c in section.plots)
+    parts.extend(figure_html(p, c) for p, c in section.plots)
     if section.ground_truth_table or section.ground_truth_note:
         parts.append("<h3>Ground truth</h3>")
         if section.ground_truth_note:
@@ -312,8 +330,43 @@ def _comparison_html(results: Sequence[TransferResult], figure_path: str) -> str
             "<p class='small'>Representations that transfer better across modalities have more "
             "significant voxels and higher r in the cross-modal directions (story → movie, "
             "movie → story; counted in their transfer maps).</p>" + "".join(tables)
-            + _figure_html(figure_path, "Fraction significant and mean r of significant voxels "
-                           "per direction and result."))
+            + figure_html(figure_path, "Fraction significant and mean r of significant voxels "
+                          "per direction and result."))
+
+
+def _result_slugs(results: Sequence[TransferResult]) -> list[str]:
+    """One file-name prefix and anchor per result, unique in the report."""
+    slugs: list[str] = []
+    for result in results:
+        slug = file_slug(f"{result.subject}_{result.feature_space}")
+        base, k = slug, 2
+        while slug in slugs:
+            slug, k = f"{base}-{k}", k + 1
+        slugs.append(slug)
+    return slugs
+
+
+def _check_extra_sections(extra_sections: Sequence[ReportSection], taken: Sequence[str]) -> None:
+    anchors = list(taken)
+    for section in extra_sections:
+        if not isinstance(section, ReportSection):
+            raise TypeError(f"extra_sections must hold ReportSection objects, got {type(section).__name__}")
+        if not section.anchor or section.anchor in anchors:
+            raise ValueError(f"report section anchor {section.anchor!r} is empty or already used "
+                             f"(anchors so far: {anchors})")
+        anchors.append(section.anchor)
+
+
+#: What the report says first about transfer results.
+_INTRODUCTION = ("<p>Voxelwise encoding models trained on one modality (stories or movies) and "
+                 "tested on held-out runs of the same modality (within) and of the other "
+                 "modality (cross-modal transfer). r: Pearson correlation between predicted and "
+                 "measured responses. Significance: a test of each direction that accounts for "
+                 "the responses' autocorrelation, with Benjamini–Hochberg FDR control; the "
+                 "cross-modal maps are transfer maps, which also require the training "
+                 "modality's within test and a prediction that depends on the pairing of story "
+                 "and movie features (docs/statistics.md). Fractions count voxels with a "
+                 "defined r.</p>")
 
 
 def write_report(
@@ -322,6 +375,7 @@ def write_report(
     title: str = "brainenc transfer report",
     ground_truth: Any = None,
     dpi: int = 90,
+    extra_sections: Sequence[ReportSection] = (),
 ) -> Path:
     """Write ``out_dir/report.html`` and its figures in ``out_dir/figures``.
 
@@ -338,11 +392,22 @@ def write_report(
         AUC by category for each result with as many voxels as labels.
     dpi : int
         Resolution of the PNG figures.
+    extra_sections : sequence of ReportSection
+        Sections appended after the results (and their comparison), each
+        linked from the table of contents; e.g. those of
+        :mod:`brainenc.plotting.analyses`, whose figures must already be in
+        ``out_dir/figures``.
 
     Returns
     -------
     Path
         The HTML file.
+
+    Raises
+    ------
+    ValueError
+        No result, or two sections with the same anchor (result sections
+        take ``<subject>_<feature space>``, the comparison ``comparison``).
 
     Notes
     -----
@@ -353,19 +418,17 @@ def write_report(
     for ``unknown`` spaces the report says why there are none.
     """
     results = list(results)
-    if not results:
-        raise ValueError("write_report needs at least one result")
+    extra_sections = list(extra_sections)
+    if not results and not extra_sections:
+        raise ValueError("write_report needs at least one result or extra section")
     out_dir = Path(out_dir)
     fig_dir = out_dir / FIGURE_DIR
     truth = _ground_truth_labels(ground_truth) if ground_truth is not None else None
+    slugs = _result_slugs(results)
+    _check_extra_sections(extra_sections, slugs + ["comparison"])
 
-    sections, slugs = [], set()
-    for result in results:
-        slug = _slug(f"{result.subject}_{result.feature_space}")
-        base, k = slug, 2
-        while slug in slugs:
-            slug, k = f"{base}-{k}", k + 1
-        slugs.add(slug)
+    sections = []
+    for result, slug in zip(results, slugs):
         section = _Section(result)
         _map_figures(result, fig_dir, slug, dpi, section)
         _plots(result, fig_dir, slug, dpi, section)
@@ -374,24 +437,21 @@ def write_report(
         sections.append((slug, section))
 
     body = [f"<h1>{_e(title)}</h1>"]
-    body.append("<p>Voxelwise encoding models trained on one modality (stories or movies) and "
-                "tested on held-out runs of the same modality (within) and of the other "
-                "modality (cross-modal transfer). r: Pearson correlation between predicted and "
-                "measured responses. Significance: a test of each direction that accounts for "
-                "the responses' autocorrelation, with Benjamini–Hochberg FDR control; the "
-                "cross-modal maps are transfer maps, which also require the training "
-                "modality's within test and a prediction that depends on the pairing of story "
-                "and movie features (docs/statistics.md). Fractions count voxels with a "
-                "defined r.</p>")
+    if results:
+        body.append(_INTRODUCTION)
     links = [f"<li><a href='#{_e(slug)}'>{_e(figs.result_label(s.result))}</a></li>" for slug, s in sections]
     if len(results) > 1:
         links.append("<li><a href='#comparison'>Comparison across feature spaces</a></li>")
+    links.extend(f"<li><a href='#{_e(extra.anchor)}'>{_e(extra.title)}</a></li>"
+                 for extra in extra_sections)
     body.append("<ul>" + "".join(links) + "</ul>")
     body.extend(_section_html(section, slug) for slug, section in sections)
     if len(results) > 1:
         name = "comparison.png"
         figs.save_figure(figs.plot_feature_space_comparison(results), fig_dir / name, dpi=dpi)
         body.append(_comparison_html(results, f"{FIGURE_DIR}/{name}"))
+    body.extend(f"<h2 id='{_e(extra.anchor)}'>{_e(extra.title)}</h2>\n{extra.html}"
+                for extra in extra_sections)
 
     document = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

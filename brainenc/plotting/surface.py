@@ -1,4 +1,5 @@
-"""Cortical maps on the fsaverage5 surface, and volume-to-surface projection.
+"""Cortical maps on the fsaverage5 surface (one, two or three values per vertex), and the
+projection of an analysis's voxels onto it.
 
 Per-vertex arrays hold the left hemisphere then the right one (10 242 vertices
 each, 20 484 in all), the order of fMRIPrep's fsaverage5 outputs. The meshes
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -170,23 +173,19 @@ def _background_greys(sulcal: np.ndarray) -> np.ndarray:
     return np.column_stack([grey, grey, grey, np.ones_like(grey)])
 
 
-def _draw_panels(figure, axes, values, *, cmap, vmin, vmax, threshold, mesh, avg_method):
-    """Paint every panel: face colours from ``values`` through ``cmap``; NaN faces and
-    faces below ``threshold`` show the sulcal-depth background."""
+def _paint_panels(axes, mesh: str, face_colors) -> None:
+    """Paint every panel (see :data:`PANELS`): the faces turned toward the viewer, far to
+    near, in the RGBA colours ``face_colors(hemi, faces)`` gives them (an array of shape
+    (n_faces, 4), or NaN rows for the sulcal-depth background)."""
     from matplotlib.collections import PolyCollection
 
-    parts = _split(values)
     sulcal = _sulcal_depth(mesh)
-    norm = Normalize(vmin, vmax)
     for ax, (hemi, view) in zip(axes, PANELS):
         triangles, order = _projected_faces(mesh, hemi, view)
         faces = np.asarray(_mesh(mesh, hemi).faces)[order]
-        colors = _background_greys(sulcal[hemi][faces].mean(axis=1))
-        face_values = _face_values(parts[hemi], faces, avg_method)
-        shown = np.isfinite(face_values)
-        if threshold is not None:
-            shown &= np.abs(np.where(shown, face_values, 0.0)) >= threshold
-        colors[shown] = cmap(norm(face_values[shown]))
+        colors = face_colors(hemi, faces)
+        background = ~np.isfinite(colors).all(axis=1)
+        colors[background] = _background_greys(sulcal[hemi][faces].mean(axis=1))[background]
         # without antialiasing, triangles that share an edge meet without seams through
         # which farther faces could show
         collection = PolyCollection(triangles, facecolors=colors, edgecolors="none",
@@ -199,6 +198,24 @@ def _draw_panels(figure, axes, values, *, cmap, vmin, vmax, threshold, mesh, avg
         ax.set_title(f"{hemi} {view}", fontsize=9)
 
 
+def _draw_panels(figure, axes, values, *, cmap, vmin, vmax, threshold, mesh, avg_method):
+    """Paint every panel: face colours from ``values`` through ``cmap``; NaN faces and
+    faces below ``threshold`` show the sulcal-depth background."""
+    parts = _split(values)
+    norm = Normalize(vmin, vmax)
+
+    def face_colors(hemi, faces):
+        face_values = _face_values(parts[hemi], faces, avg_method)
+        shown = np.isfinite(face_values)
+        if threshold is not None:
+            shown &= np.abs(np.where(shown, face_values, 0.0)) >= threshold
+        colors = np.full((len(faces), 4), np.nan)
+        colors[shown] = cmap(norm(face_values[shown]))
+        return colors
+
+    _paint_panels(axes, mesh, face_colors)
+
+
 def plot_fsaverage5(
     values: np.ndarray,
     title: str | None = None,
@@ -208,6 +225,10 @@ def plot_fsaverage5(
     symmetric: bool = True,
     mesh: str = "inflated",
     colorbar_label: str | None = None,
+    vmin: float | None = None,
+    colorbar_ticks: Sequence[float] | None = None,
+    colorbar_ticklabels: Sequence[str] | None = None,
+    avg_method: str = "mean",
 ) -> Figure:
     """Plot one value per fsaverage5 vertex: lateral and medial views of both hemispheres.
 
@@ -226,10 +247,19 @@ def plot_fsaverage5(
         A nilearn colour-map name (``"cold_hot"``), a matplotlib one, or a
         :class:`~matplotlib.colors.Colormap`.
     symmetric : bool
-        Colour scale from ``-vmax`` to ``vmax``; otherwise from the smallest
-        finite value to ``vmax``.
+        Colour scale from ``-vmax`` to ``vmax``; otherwise from ``vmin`` to ``vmax``.
     mesh : {"inflated", "pial", "white_matter", "sphere"}
     colorbar_label : str, optional
+    vmin : float, optional
+        Lower end of a non-symmetric colour scale; by default the smallest
+        finite value. Not allowed with ``symmetric``.
+    colorbar_ticks, colorbar_ticklabels : sequence, optional
+        Tick positions of the colour bar, and their labels (e.g. the names of
+        the categories of a categorical map).
+    avg_method : {"mean", "min"}
+        How a face's colour comes from its three vertices. ``"min"`` keeps it
+        on the value of one of them: for categorical values (codes), whose
+        mean would be an unrelated code.
 
     Returns
     -------
@@ -252,7 +282,12 @@ def plot_fsaverage5(
             vmax = float(finite.max())
     elif symmetric and vmax <= 0:
         raise ValueError(f"a symmetric colour scale needs vmax > 0, got {vmax}")
-    vmin = -vmax if symmetric else (float(finite.min()) if finite.size else vmax - 1.0)
+    if symmetric and vmin is not None:
+        raise ValueError("vmin applies to a non-symmetric colour scale (symmetric=False)")
+    if symmetric:
+        vmin = -vmax
+    elif vmin is None:
+        vmin = float(finite.min()) if finite.size else vmax - 1.0
     if vmin >= vmax:  # a constant map: give the colour scale a width
         vmin = vmax - 1.0
     colormap = _resolve_cmap(cmap)
@@ -261,9 +296,12 @@ def plot_fsaverage5(
     top = 0.92 if title else 1.0
     axes = _surface_axes(figure, right_margin=0.12, top=top)
     _draw_panels(figure, axes, values, cmap=colormap, vmin=vmin, vmax=vmax,
-                 threshold=threshold, mesh=mesh, avg_method="mean")
+                 threshold=threshold, mesh=mesh, avg_method=avg_method)
     cax = figure.add_axes((0.86, 0.25, 0.025, 0.5 * top))
     colorbar = figure.colorbar(ScalarMappable(Normalize(vmin, vmax), colormap), cax=cax)
+    if colorbar_ticks is not None:
+        colorbar.set_ticks(list(colorbar_ticks),
+                           labels=None if colorbar_ticklabels is None else list(colorbar_ticklabels))
     if colorbar_label:
         colorbar.set_label(colorbar_label)
     if title:
@@ -374,7 +412,132 @@ def plot_fsaverage5_2d(
     return figure
 
 
+# -- RGB map --------------------------------------------------------------------------------
+
+
+def plot_fsaverage5_rgb(
+    rgb: np.ndarray,
+    title: str | None = None,
+    channel_labels: Sequence[str] = ("red", "green", "blue"),
+    channel_ticklabels: Sequence[Sequence[str]] | None = None,
+    baseline: float = 0.5,
+    background_label: str | None = "grey: no value (sulcal depth)",
+    mesh: str = "inflated",
+) -> Figure:
+    """Colour each vertex by three values at once, one per colour channel, with a legend.
+
+    Meant for three components of one analysis (e.g. loadings on principal
+    components 1–3) each scaled to [0, 1].
+
+    Parameters
+    ----------
+    rgb : ndarray of shape (20484, 3)
+        Red, green and blue of each vertex, in [0, 1] (clipped); rows with a
+        NaN show the background (sulcal depth). A face gets the mean colour
+        of its vertices.
+    title : str, optional
+    channel_labels : sequence of 3 str
+        What each channel shows, for the legend.
+    channel_ticklabels : sequence of 3 sequences of 3 str, optional
+        Per channel, the legend's labels of the channel values 0, ½ and 1.
+    baseline : float
+        Value of the other two channels in each legend strip (the colour of
+        a vertex whose other two values are ``baseline``).
+    background_label : str, optional
+        Legend note on the background.
+    mesh : {"inflated", "pial", "white_matter", "sphere"}
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Four surface panels (see :data:`PANELS`) and three legend strips,
+        one per channel.
+    """
+    rgb = np.asarray(rgb, dtype=float)
+    if rgb.shape != (N_VERTICES, 3):
+        raise BrainencInputError(None, f"rgb has shape {rgb.shape}; an fsaverage5 RGB map needs "
+                                       f"({N_VERTICES}, 3)")
+    if len(channel_labels) != 3:
+        raise ValueError(f"channel_labels needs 3 labels, got {len(channel_labels)}")
+    parts = _split(np.clip(rgb, 0.0, 1.0))
+
+    def face_colors(hemi, faces):
+        colors = parts[hemi][faces].mean(axis=1)  # NaN where a vertex has none
+        return np.column_stack([colors, np.ones(len(faces))])
+
+    figure = _new_figure(9.0, 6.2)
+    top = 0.92 if title else 1.0
+    _paint_panels(_surface_axes(figure, right_margin=0.22, top=top), mesh, face_colors)
+    _rgb_legend(figure, channel_labels, channel_ticklabels, baseline, background_label)
+    if title:
+        figure.suptitle(title, fontsize=12)
+    return figure
+
+
+def _rgb_legend(figure: Figure, labels, ticklabels, baseline: float, background_label) -> None:
+    """Three horizontal strips: one channel from 0 to 1, the others at ``baseline``."""
+    ramp = np.linspace(0.0, 1.0, 64)
+    for channel in range(3):
+        ax = figure.add_axes((0.81, 0.62 - 0.14 * channel, 0.16, 0.035))
+        strip = np.full((1, len(ramp), 3), baseline)
+        strip[0, :, channel] = ramp
+        ax.imshow(strip, aspect="auto", extent=(0, 1, 0, 1))
+        ax.set_yticks([])
+        ax.set_xticks([0.0, 0.5, 1.0])
+        ax.set_xticklabels(list(ticklabels[channel]) if ticklabels is not None else ["0", "½", "1"])
+        ax.tick_params(labelsize=7)
+        ax.set_title(labels[channel], fontsize=8)
+    if background_label:
+        figure.text(0.81, 0.62 - 0.14 * 3 + 0.02, background_label, fontsize=7, va="top",
+                    wrap=True)
+
+
 # -- volume to surface -------------------------------------------------------------------
+
+
+def surface_values(reference: Any, values: np.ndarray,
+                   what: str = "values") -> tuple[np.ndarray | None, str | None]:
+    """Per-voxel values of an analysis as fsaverage5 values, or why they cannot be drawn.
+
+    Parameters
+    ----------
+    reference : object with ``space`` and ``mask_path``
+        The analysis (or a :class:`~brainenc.results.TransferResult` of the
+        same responses) whose voxels ``values`` follows: ``space`` is
+        ``"fsaverage5"``, ``"volume"`` or ``"unknown"``, ``mask_path`` the
+        brain mask of a volume.
+    values : ndarray of shape (n_voxels,) or (n_maps, n_voxels)
+    what : str
+        Name of the values in error messages.
+
+    Returns
+    -------
+    values : ndarray of shape (20484,) or (n_maps, 20484), or None
+        fsaverage5 values as they are, volume values projected with
+        :func:`volume_to_fsaverage5`; None when they cannot be placed on
+        the surface.
+    reason : str or None
+        Why not (a sentence for a report), None when they can.
+
+    Raises
+    ------
+    BrainencInputError
+        fsaverage5 values of another length, or volume values that do not
+        match their mask.
+    """
+    values = np.asarray(values, dtype=float)
+    space, mask_path = reference.space, reference.mask_path
+    if space == "fsaverage5":
+        if values.ndim == 1:
+            return check_fsaverage5(values, what), None
+        return np.stack([check_fsaverage5(v, f"{what}[{i}]") for i, v in enumerate(values)]), None
+    if space == "volume":
+        if not mask_path or not Path(mask_path).is_file():
+            return None, (f"Cortical maps skipped: the brain mask of this volume result "
+                          f"({mask_path or 'none recorded'}) is not available.")
+        return volume_to_fsaverage5(values, mask_path), None
+    return None, (f"Cortical maps skipped: response space is '{space}', which cannot "
+                  "be placed on a cortical surface (e.g. ds003020 voxels need pycortex).")
 
 
 def volume_to_fsaverage5(

@@ -156,6 +156,45 @@ def _outer_folds(runs: list[Run], chosen: list[int] | None, modality: str, subje
     return [(train, chosen)]
 
 
+def check_repeats_split(runs: list[Run], chosen: list[int] | None, modality: str, subject: str,
+                        root: Path, option: str | None = None) -> None:
+    """No stimulus may be in a model's training runs and in its test runs.
+
+    Runs presenting the same stimulus again (a repeated test story, a repeated
+    clip) share the stimulus: trained on one presentation and tested on another,
+    a model would be scored on what it was fitted to. Repeats go to the test
+    runs together; repeats left among the training runs only make the alpha
+    search optimistic, which a warning says.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(run.stimulus, []).append(i)
+    option = option or f"--test-{modality}"
+    for stimulus, members in groups.items():
+        if len(members) < 2:
+            continue
+        names = " ".join(runs[i].name for i in members)
+        if chosen is None:
+            raise BrainencInputError(
+                root, f"subject {subject}: {modality} stimulus {stimulus!r} is presented in runs "
+                f"{names}; leave-one-run-out testing would train on one presentation and test on "
+                f"another. Hold its presentations out together ({option} {names}); "
+                "docs/noise_ceilings.md explains how repeats are found")
+        tested = [i for i in members if i in chosen]
+        if tested and len(tested) < len(members):
+            raise BrainencInputError(
+                root, f"subject {subject}: {modality} stimulus {stimulus!r} is presented in runs "
+                f"{names}, but only {' '.join(runs[i].name for i in tested)} of them are test "
+                f"runs; name all of them in {option} so that no model trains on a presentation "
+                "of a stimulus it is tested on")
+        if not tested:
+            warnings.warn(
+                f"subject {subject}: {modality} stimulus {stimulus!r} is presented in training runs "
+                f"{names}; the leave-one-run-out search of the alphas can train on one "
+                "presentation and validate on another, which favours weak regularisation",
+                BrainencInputWarning, stacklevel=4)
+
+
 def _max_lags(runs: dict[str, list[Run]], max_lag: int | None) -> dict[str, int]:
     """Autocorrelation lags of each modality's tests: ``max_lag``, or 20 s worth of TRs."""
     if max_lag is not None:
@@ -251,6 +290,8 @@ def plan_transfer(
     chosen = {m: _select_runs(runs[m], None if test_runs is None else test_runs.get(m), m)
               for m in MODALITIES}
     folds = {m: _outer_folds(runs[m], chosen[m], m, subject, dataset.root) for m in MODALITIES}
+    for modality in MODALITIES:
+        check_repeats_split(runs[modality], chosen[modality], modality, subject, dataset.root)
     cross_idx = {}
     for modality in MODALITIES:
         other = other_modality(modality)

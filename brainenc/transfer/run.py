@@ -69,11 +69,16 @@ def analyse_spaces(plan: TransferPlan, spaces: Sequence[SpaceModels], *,
             noise = batch_noise(plan, columns)
             predictions = {}
             for space in spaces:
-                predictions[space.name] = {m: predict_batch(plan, space, m, columns) for m in MODALITIES}
-                score_batch(plan, space, predictions[space.name], noise, columns, scores[space.name])
+                predicted = {m: predict_batch(plan, space, m, columns) for m in MODALITIES}
+                score_batch(plan, space, predicted, noise, columns, scores[space.name])
                 if space.name in writers:
-                    for m, batch in predictions[space.name].items():
-                        writers[space.name].write(m, columns, batch.coef_mean, batch.alphas)
+                    for m in MODALITIES:
+                        writers[space.name].write(m, columns, predicted[m].coef_mean, predicted[m].alphas)
+                # only a hook needs every space's predictions at once; without one, memory
+                # stays that of one space's batch however many spaces (layers) there are
+                if on_batch is not None:
+                    predictions[space.name] = predicted
+                del predicted
             if on_batch is not None:
                 on_batch(columns, predictions, noise)
     results = [transfer_result(plan, space, scores[space.name]) for space in spaces]
