@@ -24,6 +24,7 @@ from brainenc.results import DIRECTIONS, TransferResult
 from brainenc.simulate import simulate_dataset
 from brainenc.simulate.layers import write_layer_features
 from tests.safety import assert_refused, tree_state
+from tests.test_partition import GROUPS, make_two_space_dataset
 
 SMALL = {"n_trs_per_run": (150, 180), "snr": (0.3, 1.0)}
 REPEATED = ["task-story04_run-1", "task-story04_run-2"]
@@ -113,7 +114,7 @@ def test_transfer_writes_every_requested_analysis(repeated_dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_layers_and_partition_commands(tmp_path):
+def test_layers_command(tmp_path):
     root = tmp_path / "sim"
     simulate_dataset(root, n_stories=3, n_movies=3, seed=5, **SMALL)
     write_layer_features(root, n_layers=3, concept_peak=2, specific_peak=0)
@@ -135,13 +136,25 @@ def test_layers_and_partition_commands(tmp_path):
     summary = json.loads((tmp_path / "layers" / "summary.json").read_text())
     assert summary["layers"]["layers"] == sweep.layers
 
-    code = main(["partition", "--dataset", str(root), "--subject", "sim01", "--features", "layers_0",
-                 "layers_2", "--out", str(tmp_path / "partition"), "--quiet", "--n-iter", "4"])
+
+def test_partition_command_puts_planted_variance_in_its_space(tmp_path):
+    """The partition command on the planted two-space dataset of tests/test_partition.py."""
+    make_two_space_dataset(tmp_path / "ds")
+    out = tmp_path / "partition"
+    code = main(["partition", "--dataset", str(tmp_path / "ds"), "--subject", "s1", "--features",
+                 "spaceA", "spaceB", "--out", str(out), "--quiet", "--n-iter", "8",
+                 "--backend", "numpy"])
     assert code == 0
-    partition = PartitionResult.load(tmp_path / "partition" / "partition.npz")
-    np.testing.assert_allclose(partition.unique_a + partition.unique_b + partition.shared,
+    partition = PartitionResult.load(out / "partition.npz")
+    maps = partition.maps()
+    np.testing.assert_allclose(maps["unique_a"] + maps["unique_b"] + maps["shared"],
                                partition.r2_joint, atol=1e-10)
-    summary = json.loads((tmp_path / "partition" / "summary.json").read_text())
-    assert summary["spaces"] == ["layers_0", "layers_2"]
-    report = (tmp_path / "partition" / "report.html").read_text(encoding="utf-8")
+    for group, largest in (("a_only", "unique_a"), ("b_only", "unique_b"), ("shared", "shared")):
+        members = list(GROUPS[group])
+        parts = {name: maps[name][members].mean() for name in ("unique_a", "unique_b", "shared")}
+        assert max(parts, key=parts.get) == largest, (group, parts)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["spaces"] == ["spaceA", "spaceB"]
+    assert summary["mean"]["unique_a"] == pytest.approx(np.nanmean(maps["unique_a"]))
+    report = (out / "report.html").read_text(encoding="utf-8")
     assert "Variance partition" in report and "unique" in report

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import linalg
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from brainenc.errors import BrainencInputError
 from brainenc.io.atomic import atomic_path
@@ -86,12 +86,23 @@ def unit_columns(weights: np.ndarray) -> np.ndarray:
     return weights / np.where(norms > 0, norms, 1.0)
 
 
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _one_thread():
+    """A context limiting BLAS to one thread, from one controller made on first use
+    (``threadpool_limits`` would rescan the loaded libraries at every call)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1)
+
+
 def principal_components(vectors: np.ndarray, n_components: int) -> Components:
     """Components of the (features × samples) ``vectors``, not centred (module notes)."""
     n_features, n_samples = vectors.shape
     k = min(n_components, n_features, n_samples)
     # small decompositions run faster (and far faster on a busy machine) on one thread
-    with threadpool_limits(1):
+    with _one_thread():
         _, singular, components = np.linalg.svd(vectors.T, full_matrices=False)
     energy = singular**2
     return Components(components[:k], energy[:k] / energy.sum(), n_samples)
@@ -101,7 +112,7 @@ def principal_angles(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray,
     """Principal angles (degrees, smallest first) between the row spaces of ``first`` and
     ``second`` (orthonormal rows), with the principal vectors of each (rows, in the same
     order)."""
-    with threadpool_limits(1):
+    with _one_thread():
         u, cosines, vt = np.linalg.svd(first @ second.T)
     k = min(first.shape[0], second.shape[0])
     angles = np.degrees(np.arccos(np.clip(cosines[:k], -1.0, 1.0)))
