@@ -39,6 +39,12 @@ from brainenc.results import DIRECTIONS, TransferResult, split_direction
 #: where EV_c is small its estimate is noisy and r / sqrt(EV_c) unstable (it can exceed 1).
 NORMALISE_MIN_EV = 0.05
 
+#: Shuffles of the null of the principal angles unless a request says otherwise.
+DEFAULT_PERMUTATIONS = 200
+
+#: Folders of a results folder that a feature space may not be named after.
+RESERVED_NAMES = ("figures", "comparisons")
+
 #: Fewest permutations whose smallest p-value, 1 / (1 + n), can fall below 0.05.
 MIN_PERMUTATIONS = 19
 
@@ -53,8 +59,8 @@ class AnalysisRequest:
         Feature-space pairs ``(A, B)`` to compare (A − B).
     dimensions : bool
         Shared semantic dimensions of every feature space.
-    n_permutations : int
-        Shuffles of the null of the principal angles.
+    n_permutations : int, optional
+        Shuffles of the null of the principal angles (default :data:`DEFAULT_PERMUTATIONS`).
     roi_labels : tuple of Path
         Label files (:func:`brainenc.analyses.rois.load_rois`).
     ceilings : bool
@@ -63,7 +69,7 @@ class AnalysisRequest:
 
     compare: tuple[tuple[str, str], ...] = ()
     dimensions: bool = False
-    n_permutations: int = 200
+    n_permutations: int | None = None
     roi_labels: tuple[Path, ...] = ()
     ceilings: bool = True
 
@@ -81,25 +87,50 @@ def parse_pairs(values: Sequence[str] | None) -> tuple[tuple[str, str], ...]:
 
 
 def check_request(request: AnalysisRequest, feature_spaces: Sequence[str], significance: bool) -> None:
-    """Refuse requests that cannot run, before anything is computed."""
-    problems = []
-    for a, b in request.compare:
-        unknown = [name for name in (a, b) if name not in feature_spaces]
-        if unknown:
-            problems.append(f"--compare {a}:{b} names {unknown}, which --features does not list "
-                            f"({', '.join(feature_spaces)})")
-        elif a == b:
-            problems.append(f"--compare {a}:{b} compares a feature space with itself")
-    if len(set(request.compare)) < len(request.compare):
-        problems.append("--compare names a pair more than once")
+    """Refuse requests that cannot run, or whose files would collide, before anything is computed."""
+    problems = _pair_problems(request.compare, feature_spaces)
+    if len(feature_spaces) > 1:
+        problems += [f"a feature space named {name!r} would write its results into the folder "
+                     f"OUT/{name} that holds the report's {name}; rename or link the feature space"
+                     for name in feature_spaces if name in RESERVED_NAMES]
     if not significance and (request.compare or request.dimensions):
         problems.append("--compare and --dimensions rest on the significance tests; they cannot "
                         "be combined with --no-significance")
-    if request.dimensions and request.n_permutations < MIN_PERMUTATIONS:
+    if request.n_permutations is not None and not request.dimensions:
+        problems.append("--n-permutations sets the null of --dimensions; it has no effect without it")
+    elif request.dimensions and request.n_permutations is not None \
+            and request.n_permutations < MIN_PERMUTATIONS:
         problems.append(f"--n-permutations must be at least {MIN_PERMUTATIONS} (the smallest "
-                        f"p-value is 1/(1 + n)), got {request.n_permutations}")
+                        f"p-value is 1/(1 + n), and a shared dimension needs p <= 0.05), got "
+                        f"{request.n_permutations}")
     if problems:
         raise BrainencInputError(None, "; ".join(problems))
+
+
+def comparison_file(a: str, b: str) -> str:
+    """File name of the comparison of ``a`` with ``b``, under ``OUT/comparisons``."""
+    return f"{a}_vs_{b}.npz"
+
+
+def _pair_problems(pairs: Sequence[tuple[str, str]], feature_spaces: Sequence[str]) -> list[str]:
+    problems, seen, files = [], set(), {}
+    for a, b in pairs:
+        unknown = [name for name in (a, b) if name not in feature_spaces]
+        if unknown:
+            problems.append(f"--compare {a}:{b} names {', '.join(unknown)}, which --features does "
+                            f"not list ({', '.join(feature_spaces)})")
+        elif a == b:
+            problems.append(f"--compare {a}:{b} compares a feature space with itself")
+        elif (a, b) in seen or (b, a) in seen:
+            problems.append(f"--compare names the pair {a}:{b} twice (B:A is A:B with the sign "
+                            "of the difference turned)")
+        elif comparison_file(a, b) in files:
+            other = files[comparison_file(a, b)]
+            problems.append(f"--compare {a}:{b} and {other[0]}:{other[1]} would both write "
+                            f"comparisons/{comparison_file(a, b)}")
+        seen.add((a, b))
+        files.setdefault(comparison_file(a, b), (a, b))
+    return problems
 
 
 def read_roi_labels(request: AnalysisRequest, dataset: Dataset, subject: str):
@@ -109,9 +140,14 @@ def read_roi_labels(request: AnalysisRequest, dataset: Dataset, subject: str):
     from brainenc.analyses.rois import load_rois
 
     for path in request.roi_labels:
-        if not Path(path).exists():
-            raise BrainencInputError(path, "--roi-labels: no such file")
-    return load_rois(request.roi_labels, dataset.runs_for(subject)[0])
+        if not Path(path).is_file():
+            raise BrainencInputError(path, "--roi-labels: no such file" if not Path(path).exists()
+                                     else "--roi-labels takes label files, not a folder")
+    rois = load_rois(request.roi_labels, dataset.runs_for(subject)[0])
+    if len(rois) == 0:
+        raise BrainencInputError(request.roi_labels[0], "--roi-labels: no voxel carries a label "
+                                 "other than 0 (unlabelled); these files define no ROI")
+    return rois
 
 
 def repeated_modalities(dataset: Dataset, subject: str) -> list[str]:
@@ -167,7 +203,8 @@ def run_analyses(request: AnalysisRequest, dataset: Dataset, subject: str,
 
         for result in results:
             outputs.dimensions[result.feature_space] = shared_dimensions(
-                result, dataset, n_permutations=request.n_permutations, seed=seed)
+                result, dataset, n_permutations=request.n_permutations or DEFAULT_PERMUTATIONS,
+                seed=seed)
     if request.ceilings:
         from brainenc.analyses.ceilings import noise_ceiling
 
@@ -181,7 +218,7 @@ def save_analyses(outputs: AnalysisOutputs, results: Sequence[TransferResult], f
     """Write the files of the module notes into ``folder``; ``result_folder(space)`` is
     where a space's ``scores.npz`` lies."""
     for comparison in outputs.comparisons:
-        comparison.save(folder / "comparisons" / f"{comparison.space_a}_vs_{comparison.space_b}.npz")
+        comparison.save(folder / "comparisons" / comparison_file(comparison.space_a, comparison.space_b))
     for space, dimensions in outputs.dimensions.items():
         dimensions.save(result_folder(space) / "dimensions.npz")
     if outputs.ceilings:

@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dimensions", action="store_true",
                     help="shared semantic dimensions: PCA of each space's story and movie weights, "
                     "principal angles against a null, top stimuli, loading maps")
-    tr.add_argument("--n-permutations", type=int, default=200,
-                    help="shuffles of the null of the principal angles (default: 200)")
+    tr.add_argument("--n-permutations", type=int, default=None,
+                    help="with --dimensions: shuffles of the null of the principal angles "
+                    "(default: 200, at least 19)")
     _add_roi_option(tr)
     _add_overwrite_option(tr, "transfer result")
     _add_analysis_options(tr)
@@ -372,6 +373,8 @@ def _layers(args) -> None:
 def _partition(args) -> None:
     from brainenc.workflows import partition_to_folder
 
+    if args.n_iter is not None and args.n_iter < 1:
+        raise BrainencInputError(None, f"--n-iter must be at least 1, got {args.n_iter}")
     options = {} if args.n_iter is None else {"n_iter": args.n_iter}
     result = partition_to_folder(
         args.dataset, args.subject, args.features, args.out, modality=args.modality,

@@ -355,7 +355,8 @@ def run_demo(
         truth = load_ground_truth(info.root)
         spaces = list(info.feature_spaces)
         request = AnalysisRequest(compare=((spaces[0], spaces[1]),) if significance else (),
-                                  dimensions=significance, n_permutations=DEMO_PERMUTATIONS)
+                                  dimensions=significance,
+                                  n_permutations=DEMO_PERMUTATIONS if significance else None)
         results, comparisons = _transfers_and_comparisons(data, info.subject, spaces, request,
                                                weights_paths(staging / "results", spaces),
                                                significance=significance, max_lag=max_lag,

@@ -25,6 +25,7 @@ from brainenc.simulate import simulate_dataset
 from brainenc.simulate.layers import write_layer_features
 from tests.safety import assert_refused, tree_state
 from tests.test_partition import GROUPS, make_two_space_dataset
+from tests.test_rois import write_label_gii
 
 SMALL = {"n_trs_per_run": (150, 180), "snr": (0.3, 1.0)}
 REPEATED = ["task-story04_run-1", "task-story04_run-2"]
@@ -44,11 +45,14 @@ def _transfer(dataset: Path, out: Path, *extra: str) -> int:
 
 
 @pytest.mark.parametrize("extra, fragments", [
-    (["--compare", "multimodal:other"], ["--compare multimodal:other", "'other'"]),
+    (["--compare", "multimodal:other"], ["--compare multimodal:other names other"]),
     (["--compare", "multimodal"], ["pairs A:B"]),
     (["--compare", "multimodal:multimodal"], ["with itself"]),
     (["--dimensions", "--no-significance"], ["--no-significance"]),
     (["--dimensions", "--n-permutations", "5"], ["at least 19"]),
+    (["--n-permutations", "50"], ["no effect without it"]),
+    (["--compare", "multimodal:unimodal", "unimodal:multimodal"], ["twice"]),
+    (["--roi-labels", "EMPTY"], ["no voxel carries a label"]),
     (["--roi-labels", "missing.label.gii", "other.label.gii"], ["missing.label.gii", "no such file"]),
     ([], ["leave-one-run-out", "--test-story " + " ".join(REPEATED)]),
     (["--test-story", REPEATED[0]], ["only " + REPEATED[0], "--test-story"]),
@@ -57,6 +61,10 @@ def test_impossible_requests_are_refused_before_anything_is_written(repeated_dat
                                                                     extra, fragments):
     if extra[:1] != ["--test-story"] and extra:
         extra = [*extra, "--test-story", *REPEATED]
+    if "EMPTY" in extra:  # label files where every vertex is 0, unlabelled
+        empty = [write_label_gii(tmp_path / f"{hemi}.empty.label.gii", np.zeros(10242, int), {0: "unknown"})
+                 for hemi in ("lh", "rh")]
+        extra = [*extra[:extra.index("EMPTY")], *map(str, empty), *extra[extra.index("EMPTY") + 1:]]
     before = tree_state(repeated_dataset)
     assert_refused(capsys, _transfer(repeated_dataset, tmp_path / "out", *extra), *fragments)
     assert not (tmp_path / "out").exists()
@@ -116,8 +124,8 @@ def test_transfer_writes_every_requested_analysis(repeated_dataset, tmp_path):
 @pytest.mark.slow
 def test_layers_command(tmp_path):
     root = tmp_path / "sim"
-    simulate_dataset(root, n_stories=3, n_movies=3, seed=5, **SMALL)
-    write_layer_features(root, n_layers=3, concept_peak=2, specific_peak=0)
+    simulate_dataset(root, n_stories=3, n_movies=3, seed=5, n_trs_per_run=(120, 150), snr=(0.3, 1.0))
+    write_layer_features(root, n_layers=2, concept_peak=1, specific_peak=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         code = main(["layers", "--dataset", str(root), "--subject", "sim01", "--features", "layers_*",
@@ -125,7 +133,7 @@ def test_layers_command(tmp_path):
                      str(root / "ground_truth.npz")])
     assert code == 0
     sweep = LayerSweep.load(tmp_path / "layers" / "layers.npz")
-    assert sweep.layers == ["layers_0", "layers_1", "layers_2"]
+    assert sweep.layers == ["layers_0", "layers_1"]
     for k, layer in enumerate(sweep.layers):
         result = TransferResult.load(tmp_path / "layers" / layer / "scores.npz")
         assert sweep.mean_r["story_to_movie"][k] == pytest.approx(np.nanmean(result.r["story_to_movie"]))

@@ -157,6 +157,7 @@ def test_reversed_feature_times_stop_the_cli(dataset, tmp_path, capsys, no_fit):
 
 
 def test_demo_passes_its_statistics_options_on(tmp_path, monkeypatch):
+    import brainenc.analyses.comparison
     import brainenc.simulate
     import brainenc.workflows
 
@@ -172,6 +173,8 @@ def test_demo_passes_its_statistics_options_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(brainenc.simulate, "simulate_dataset", small)
     monkeypatch.setattr(brainenc.transfer, "run_transfers", record)
+    # with the tests, the demo analyses both spaces through their comparison
+    monkeypatch.setattr(brainenc.analyses.comparison, "compare_feature_spaces", record)
     code = main(["demo", "--out", str(tmp_path / "demo"), "--fdr-q", "0.5",
                  "--max-lag", "3", "--quiet"])
     assert code == 2

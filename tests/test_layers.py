@@ -13,7 +13,7 @@ from brainenc.simulate import load_ground_truth, simulate_dataset
 from brainenc.simulate.layers import layer_gains, write_layer_features
 from tests.test_plotting import make_result
 
-CONCEPT_PEAK, SPECIFIC_PEAK, N_LAYERS = 3, 0, 5
+CONCEPT_PEAK, SPECIFIC_PEAK, N_LAYERS = 2, 0, 4
 
 
 def test_layer_names_are_found_and_ordered_by_number(tmp_path):

@@ -440,12 +440,14 @@ def _plan_of(result: TransferResult, dataset: Dataset) -> TransferPlan:
 
 def summary_dict(dimensions: SharedDimensions) -> dict:
     """What ``summary.json`` records of a shared-dimensions analysis (strict JSON once NaN → null)."""
-    def part(components):
-        return None if components is None else {"n_voxels": components.n_voxels,
-                                                "explained": components.explained.tolist()}
+    def part(name):
+        components = getattr(dimensions, name)
+        return None if components is None else {
+            "n_voxels": int(np.sum(dimensions.voxels[name])),
+            "n_weight_vectors": components.n_voxels,
+            "explained": components.explained.tolist()}
     return {"feature_space": dimensions.feature_space,
-            "story": part(dimensions.story), "movie": part(dimensions.movie),
-            "joint": part(dimensions.joint),
+            "story": part("story"), "movie": part("movie"), "joint": part("joint"),
             "angles_deg": dimensions.angles.tolist(), "angle_pvalues": dimensions.angle_pvalues.tolist(),
             "null_median_angles_deg": (np.median(dimensions.null_angles, axis=0).tolist()
                                        if dimensions.null_angles.size else []),

@@ -42,9 +42,14 @@ def find_layer_spaces(feature_root: str | Path, pattern: str) -> list[str]:
     Raises
     ------
     BrainencInputError
-        Fewer than two spaces match, or a match has no trailing number.
+        Fewer than two spaces match, a match has no trailing number, the matches
+        are the layers of several models (different names before the number) or
+        two of them have the same number.
     """
     root = Path(feature_root)
+    if Path(pattern).parent != Path("."):
+        raise BrainencInputError(root, f"{pattern!r}: the pattern matches feature-space names under "
+                                       f"{root}, not paths")
     names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
     if len(matched) < 2:
@@ -54,6 +59,14 @@ def find_layer_spaces(feature_root: str | Path, pattern: str) -> list[str]:
     if unnumbered:
         raise BrainencInputError(root, f"feature spaces {unnumbered} match {pattern!r} but do not end "
                                        "with a layer number")
+    prefixes = sorted({name.rstrip("0123456789") for name in matched})
+    if len(prefixes) > 1:
+        raise BrainencInputError(root, f"{pattern!r} matches the layers of several models "
+                                       f"({', '.join(p + '<k>' for p in prefixes)}); narrow the pattern")
+    numbers = [layer_number(name) for name in matched]
+    twice = sorted({name for name, k in zip(matched, numbers) if numbers.count(k) > 1})
+    if twice:
+        raise BrainencInputError(root, f"feature spaces {', '.join(twice)} have the same layer number")
     return sorted(matched, key=layer_number)
 
 

@@ -572,6 +572,10 @@ def _split_runs(runs: Sequence[Run], test_runs: Sequence[str] | None, modality: 
                       "choose their penalties by leave-one-run-out over at least 2 training runs")
         check_repeats_split(list(runs), None, modality, runs[0].subject, root, "--test-runs")
         return [([j for j in range(len(runs)) if j != i], [i]) for i in range(len(runs))]
+    repeated = sorted({name for name in test_runs if list(test_runs).count(name) > 1})
+    if repeated:
+        raise BrainencInputError(root, f"--test-runs names {', '.join(repeated)} more than once; a "
+                                       "run is tested once")
     unknown = [name for name in test_runs if name not in names]
     if unknown or not test_runs:
         raise BrainencInputError(root, f"test runs {list(test_runs)} must name {modality} runs of "

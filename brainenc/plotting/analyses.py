@@ -715,7 +715,8 @@ def _ceiling_maps(modality: str, ceiling: NoiseCeiling, normalised: Mapping[str,
     repeats = "/".join(str(n) for n in ceiling.n_repeats)
     figure = surface.plot_fsaverage5(
         projected[0], title=f"{ceiling.subject}: explainable variance, {modality}\n"
-                            f"({len(ceiling.stimuli)} repeated stimuli, {repeats} presentations)",
+                            f"({len(ceiling.stimuli)} repeated {'stimulus' if len(ceiling.stimuli) == 1 else 'stimuli'}, "
+                            f"{repeats} presentations)",
         cmap="viridis", symmetric=False, vmin=0.0, vmax=_robust_max(projected[0], default=1.0),
         colorbar_label="EV_c (fraction of a presentation's variance)")
     out = [(_save(figure, fig_dir, f"{stem}_ceiling_ev_{modality}.png", dpi),
@@ -840,10 +841,9 @@ def plot_partition_summary(partition: PartitionResult) -> Figure:
     pooled = np.concatenate(chosen) if any(c.size for c in chosen) else np.array([-0.1, 0.1])
     edges = np.linspace(np.percentile(pooled, 0.5), np.percentile(pooled, 99.5) + 1e-9, 50)
     for values, (_, label, _), color in zip(chosen, parts[:3], colors):
-        hist.hist(np.clip(values, edges[0], edges[-1]), bins=edges, histtype="step", color=color,
-                  linewidth=1.4, label=label)
+        hist.hist(values, bins=edges, histtype="step", color=color, linewidth=1.4, label=label)
     hist.axvline(0.0, color="black", linewidth=0.6)
-    hist.set_xlabel("held-out R²")
+    hist.set_xlabel("held-out R² (0.5th–99.5th percentile shown)")
     hist.set_ylabel("voxels")
     hist.legend(fontsize=8, frameon=False)
     figure.suptitle(f"{partition.subject} · {partition.modality}: variance partition over the "
