@@ -33,7 +33,7 @@ import numpy as np
 from brainenc.errors import BrainencInputError
 from brainenc.io.atomic import atomic_path
 from brainenc.io.dataset import MODALITIES, Dataset
-from brainenc.results import DIRECTIONS, TransferResult, split_direction
+from brainenc.results import DIRECTIONS, TransferResult, split_direction, write_npz
 
 #: Voxels whose bias-corrected explainable variance is at most this get no normalised r:
 #: where EV_c is small its estimate is noisy and r / sqrt(EV_c) unstable (it can exceed 1).
@@ -236,8 +236,7 @@ def _save_ceilings(outputs: AnalysisOutputs, results, path: Path) -> None:
         for direction, normalised in outputs.normalised(result).items():
             arrays[f"{result.feature_space}/{direction}/r_normalised"] = normalised.values
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    write_npz(path, arrays)
 
 
 def _save_roi_rows(rows_by_space: dict, path: Path) -> None:

@@ -200,12 +200,7 @@ class TransferResult:
             "transfer_summaries": [asdict(s) for s in self.transfer_summaries],
             "weights_file": _relative_to(self.weights_path, Path(path).parent),
         }
-        arrays["meta_json"] = np.array(json.dumps(meta, default=json_default))
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
-        return path
+        return write_npz(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "TransferResult":
@@ -213,11 +208,7 @@ class TransferResult:
         beside it or where it was)."""
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta_json"]))
-            parts: dict[str, dict[str, np.ndarray]] = {q: {} for q in (*_PER_DIRECTION, "alphas")}
-            for key in data.files:
-                if "/" in key:
-                    quantity, name = key.split("/", 1)
-                    parts[quantity][name] = data[key]
+            parts = grouped_arrays(data, (*_PER_DIRECTION, "alphas"))
         return cls(
             subject=meta["subject"],
             feature_space=meta["feature_space"],
@@ -240,6 +231,29 @@ def _relative_to(path: str | None, folder: Path) -> str | None:
         return str(Path(path).resolve().relative_to(folder.resolve()))
     except ValueError:
         return str(path)
+
+
+def write_npz(path: str | Path, arrays: dict, meta: dict | None = None, *,
+              allow_nan: bool = True) -> Path:
+    """Write ``arrays`` to one compressed ``.npz`` through a temporary name; ``meta``, when
+    given, goes in as the JSON string ``meta_json`` (:func:`json_default` for numpy values)."""
+    arrays = dict(arrays)
+    if meta is not None:
+        arrays["meta_json"] = np.array(json.dumps(meta, default=json_default, allow_nan=allow_nan))
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def grouped_arrays(data, quantities) -> dict[str, dict[str, np.ndarray]]:
+    """The ``<quantity>/<name>`` arrays of an open ``.npz``, as ``{quantity: {name: array}}``."""
+    parts: dict[str, dict[str, np.ndarray]] = {q: {} for q in quantities}
+    for key in data.files:
+        if "/" in key:
+            quantity, name = key.split("/", 1)
+            parts[quantity][name] = data[key]
+    return parts
 
 
 def json_default(value):

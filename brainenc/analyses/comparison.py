@@ -39,10 +39,9 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from brainenc.inference import NoiseAutocovariance, prediction_zscores, stouffer
-from brainenc.io.atomic import atomic_path
 from brainenc.io.dataset import MODALITIES, Dataset
 from brainenc.io.features import FeatureSpace
-from brainenc.results import DIRECTIONS, TransferResult, json_default
+from brainenc.results import DIRECTIONS, TransferResult, grouped_arrays, write_npz
 from brainenc.stats import fdr_bh
 from brainenc.transfer import BatchPredictions, TransferPlan, analyse_spaces, plan_transfer, prepare_space
 from brainenc.transfer.plan import other_modality
@@ -112,21 +111,13 @@ class ModelComparison:
                   for d in DIRECTIONS}
         meta = {"subject": self.subject, "space_a": self.space_a, "space_b": self.space_b,
                 "summaries": [asdict(s) for s in self.summaries], "settings": self.settings}
-        arrays["meta_json"] = np.array(json.dumps(meta, default=json_default))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
-        return Path(path)
+        return write_npz(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelComparison":
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta_json"]))
-            parts = {q: {} for q in ("delta_r", "z", "pvalues", "a_better", "b_better")}
-            for key in data.files:
-                if "/" in key:
-                    quantity, direction = key.split("/", 1)
-                    parts[quantity][direction] = data[key]
+            parts = grouped_arrays(data, ("delta_r", "z", "pvalues", "a_better", "b_better"))
         return cls(meta["subject"], meta["space_a"], meta["space_b"],
                    summaries=[ComparisonSummary(**s) for s in meta["summaries"]],
                    settings=meta["settings"], **parts)

@@ -50,10 +50,9 @@ from scipy import linalg
 from threadpoolctl import ThreadpoolController
 
 from brainenc.errors import BrainencInputError
-from brainenc.io.atomic import atomic_path
 from brainenc.io.dataset import MODALITIES, Dataset
 from brainenc.io.features import FeatureSpace, find_feature_space
-from brainenc.results import TransferResult, json_default
+from brainenc.results import TransferResult, write_npz
 from brainenc.transfer.models import load_designs
 from brainenc.transfer.plan import TransferPlan, plan_transfer
 
@@ -181,11 +180,7 @@ class SharedDimensions:
                 arrays[f"{name}/n_voxels"] = np.array(part.n_voxels)
         meta = {"subject": self.subject, "feature_space": self.feature_space,
                 "top_stimuli": self.top_stimuli, "settings": self.settings}
-        arrays["meta_json"] = np.array(json.dumps(meta, default=json_default))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
-        return Path(path)
+        return write_npz(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "SharedDimensions":

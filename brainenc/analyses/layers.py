@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from brainenc.errors import BrainencInputError
-from brainenc.io.atomic import atomic_path
 from brainenc.io.dataset import Dataset
-from brainenc.results import DIRECTIONS, TransferResult, json_default
+from brainenc.results import DIRECTIONS, TransferResult, grouped_arrays, write_npz
 from brainenc.transfer import analyse_spaces, plan_transfer, prepare_space
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
@@ -113,22 +112,14 @@ class LayerSweep:
                   for d in getattr(self, q)}
         meta = {"subject": self.subject, "layers": self.layers, "roi_names": self.roi_names,
                 "settings": self.settings}
-        arrays["meta_json"] = np.array(json.dumps(meta, default=json_default))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
-        return Path(path)
+        return write_npz(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "LayerSweep":
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta_json"]))
-            parts = {q: {} for q in ("mean_r", "mean_r_map", "n_map", "best_layer", "best_r",
-                                     "roi_mean_r")}
-            for key in data.files:
-                if "/" in key:
-                    quantity, direction = key.split("/", 1)
-                    parts[quantity][direction] = data[key]
+            parts = grouped_arrays(data, ("mean_r", "mean_r_map", "n_map", "best_layer", "best_r",
+                                          "roi_mean_r"))
         return cls(meta["subject"], meta["layers"], settings=meta["settings"],
                    roi_names=meta["roi_names"], **parts)
 

@@ -95,10 +95,9 @@ from brainenc.encoding import (
     resolve_backend,
 )
 from brainenc.errors import BrainencInputError
-from brainenc.io.atomic import atomic_path
 from brainenc.io.dataset import MODALITIES, Dataset, Run
 from brainenc.io.features import FeatureSpace
-from brainenc.results import json_default
+from brainenc.results import write_npz
 from brainenc.stats import r2_score as held_out_r2
 from brainenc.transfer import load_modality
 from brainenc.transfer.plan import check_repeats_split
@@ -513,11 +512,7 @@ class PartitionResult(VariancePartition):
         arrays.update({name: np.asarray(values) for name, values in self.maps().items()})
         meta = {"subject": self.subject, "modality": self.modality, "spaces": list(self.spaces),
                 "space": self.space, "mask_path": self.mask_path, "settings": self.settings}
-        arrays["meta_json"] = np.array(json.dumps(meta, default=json_default, allow_nan=False))
-        path = Path(path)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        return path
+        return write_npz(path, arrays, meta, allow_nan=False)
 
     @classmethod
     def load(cls, path: str | Path) -> PartitionResult:
