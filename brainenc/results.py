@@ -36,6 +36,25 @@ def split_direction(direction: str) -> tuple[str, str]:
     return train, test
 
 
+def direction_label(direction: str) -> str:
+    """``"story_to_movie"`` → ``"story → movie"``."""
+    train, test = split_direction(direction)
+    return f"{train} → {test}"
+
+
+def format_r(value: float) -> str:
+    """Correlations in tables: three decimals, an en dash for NaN."""
+    if not np.isfinite(value):
+        return "–"
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
+def format_fraction(value: float) -> str:
+    """Fractions in tables: a percentage with one decimal, an en dash for NaN."""
+    return "–" if not np.isfinite(value) else f"{value:.1%}"
+
+
 @dataclass(frozen=True)
 class DirectionSummary:
     """Summary of one direction over all voxels.

@@ -31,8 +31,15 @@ import nibabel as nib
 import numpy as np
 
 from brainenc.errors import BrainencInputError, warn_input
-from brainenc.io.responses import FSAVERAGE5_HEMISPHERE_VERTICES, HEMISPHERE_STRUCTURES
-from brainenc.results import CROSS, DIRECTIONS, TransferResult, split_direction
+from brainenc.io.responses import FSAVERAGE5_HEMISPHERE_VERTICES, HEMISPHERE_STRUCTURES, open_gifti
+from brainenc.results import (
+    CROSS,
+    DIRECTIONS,
+    TransferResult,
+    direction_label,
+    format_fraction,
+    format_r,
+)
 from brainenc.stats import summarize_direction
 
 if TYPE_CHECKING:
@@ -255,13 +262,7 @@ def _read_annot(path: Path) -> tuple[np.ndarray, dict[int, str]]:
 
 
 def _read_gifti_labels(path: Path, hemi: str) -> tuple[np.ndarray, dict[int, str]]:
-    try:
-        image = nib.load(str(path))
-    except Exception as error:  # XML, base64 and zlib errors alike
-        raise BrainencInputError(
-            path, f"cannot read the GIFTI file: truncated or corrupt ({error})") from error
-    if not isinstance(image, nib.gifti.GiftiImage):
-        raise BrainencInputError(path, "not a GIFTI image")
+    image = open_gifti(path)
     _check_gifti_hemisphere(image, path, hemi)
     if len(image.darrays) != 1:
         raise BrainencInputError(
@@ -704,10 +705,10 @@ _COLUMNS = ("ROI", "direction", "voxels", "mean r", "median r", "significant",
 
 
 def _cells(row: RoiRow) -> list[str]:
-    return [row.roi, direction_label(row.direction), str(row.n_voxels), _format_r(row.mean_r),
-            _format_r(row.median_r), _format_fraction(row.fraction_significant),
-            _format_r(row.mean_r_significant), _format_r(row.max_r),
-            _format_fraction(row.fraction_transfer)]
+    return [row.roi, direction_label(row.direction), str(row.n_voxels), format_r(row.mean_r),
+            format_r(row.median_r), format_fraction(row.fraction_significant),
+            format_r(row.mean_r_significant), format_r(row.max_r),
+            format_fraction(row.fraction_transfer)]
 
 
 def format_roi_table(rows: Sequence[RoiRow]) -> str:
@@ -735,23 +736,6 @@ def roi_table_html(rows: Sequence[RoiRow]) -> str:
             body.append(f"<tr class='{kind}'>{roi_cell}<td class='label'>{cells[1]}</td>"
                         + "".join(f"<td>{cell}</td>" for cell in cells[2:]) + "</tr>")
     return f"<table class='rois'><tr>{header}</tr>" + "".join(body) + "</table>"
-
-
-def direction_label(direction: str) -> str:
-    """``"story_to_movie"`` → ``"story → movie"``."""
-    train, test = split_direction(direction)
-    return f"{train} → {test}"
-
-
-def _format_r(value: float) -> str:
-    if not math.isfinite(value):
-        return "–"
-    text = f"{value:.3f}"
-    return "0.000" if text == "-0.000" else text
-
-
-def _format_fraction(value: float) -> str:
-    return "–" if not math.isfinite(value) else f"{value:.1%}"
 
 
 # -- checks -------------------------------------------------------------------------------

@@ -542,8 +542,8 @@ def _gifti_blocks(paths: tuple[Path, Path]) -> list[np.ndarray]:
     return blocks
 
 
-def _read_gifti(path: Path, hemisphere: str | None = None) -> np.ndarray:
-    """One hemisphere as a (TRs × vertices) matrix; ``hemisphere`` is checked against the metadata."""
+def open_gifti(path: Path):
+    """The GIFTI image at ``path``; an unreadable file or another image type is a user error."""
     try:
         image = nib.load(str(path))
     except Exception as error:  # XML, base64 and zlib errors alike
@@ -551,6 +551,12 @@ def _read_gifti(path: Path, hemisphere: str | None = None) -> np.ndarray:
             path, f"cannot read the GIFTI file: truncated or corrupt ({error})") from error
     if not isinstance(image, nib.gifti.GiftiImage):
         raise BrainencInputError(path, "not a GIFTI image")
+    return image
+
+
+def _read_gifti(path: Path, hemisphere: str | None = None) -> np.ndarray:
+    """One hemisphere as a (TRs × vertices) matrix; ``hemisphere`` is checked against the metadata."""
+    image = open_gifti(path)
     if hemisphere is not None:
         _check_hemisphere(image, path, hemisphere)
     arrays = [np.asarray(darray.data) for darray in image.darrays]

@@ -10,7 +10,13 @@ from matplotlib.figure import Figure
 from scipy import stats as _scipy_stats
 
 from brainenc.io.atomic import atomic_path
-from brainenc.results import CROSS, DIRECTIONS, DirectionSummary, TransferResult, split_direction
+from brainenc.results import (
+    CROSS,
+    DIRECTIONS,
+    DirectionSummary,
+    TransferResult,
+    direction_label,
+)
 from brainenc.stats import summarize_direction
 
 #: Significance categories of the two cross-modal directions, with their colours
@@ -27,12 +33,6 @@ DIRECTION_COLORS: dict[str, str] = {
     "story_to_movie": "#e64d0d",
     "movie_to_story": "#1a73e6",
 }
-
-
-def direction_label(direction: str) -> str:
-    """``"story_to_movie"`` → ``"story → movie"``."""
-    train, test = split_direction(direction)
-    return f"{train} → {test}"
 
 
 def result_label(result: TransferResult) -> str:

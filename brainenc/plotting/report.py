@@ -33,7 +33,14 @@ from brainenc.errors import BrainencInputError
 from brainenc.io.atomic import write_text_atomic
 from brainenc.plotting import figures as figs
 from brainenc.plotting import surface
-from brainenc.results import CROSS, DIRECTIONS, TransferResult, split_direction
+from brainenc.results import (
+    CROSS,
+    DIRECTIONS,
+    TransferResult,
+    format_fraction,
+    format_r,
+    split_direction,
+)
 
 FIGURE_DIR = "figures"
 
@@ -71,19 +78,6 @@ class _Section:
 
 
 # -- formatting ---------------------------------------------------------------------------
-
-
-def format_r(value: float) -> str:
-    """Correlations in tables: three decimals, an en dash for NaN."""
-    if not np.isfinite(value):
-        return "–"
-    text = f"{value:.3f}"
-    return "0.000" if text == "-0.000" else text
-
-
-def format_fraction(value: float) -> str:
-    """Fractions in tables: a percentage with one decimal, an en dash for NaN."""
-    return "–" if not np.isfinite(value) else f"{value:.1%}"
 
 
 def file_slug(text: str) -> str:
