@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             for train, _ in fold_list:
                 model.fit(np.concatenate([designs[i] for i in train]),
                           np.concatenate([responses[i] for i in train]),
-                          runs=[len(responses[i]) for i in train])
+                          groups=[len(responses[i]) for i in train])
     print(f"single-space models (both spaces, all folds): {single}")
 
     with Stopwatch() as whole:

@@ -134,7 +134,7 @@ def bootstrap_ridge(X, Y, X_test, alphas, n_boots=50, chunk_len=40, held_fractio
 
 def time_ours(X, Y, X_test, lengths, alphas, backend):
     with Stopwatch() as watch:
-        model = VoxelwiseRidge(alphas=alphas, backend=backend).fit(X, Y, runs=lengths)
+        model = VoxelwiseRidge(alphas=alphas, backend=backend).fit(X, Y, groups=lengths)
         prediction = model.predict(X_test)
     return prediction, model.best_alphas_, watch
 

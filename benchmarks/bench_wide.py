@@ -44,7 +44,7 @@ def simulate(n_features: int, n_voxels: int, delays, seed: int = 0) -> tuple[np.
 def timed_fit(solver: str, X: np.ndarray, Y: np.ndarray, alphas) -> tuple[VoxelwiseRidge, float, float]:
     model = VoxelwiseRidge(alphas=alphas, solver=solver, backend="numpy")
     wall, cpu = time.perf_counter(), time.process_time()
-    model.fit(X, Y, runs=RUN_LENGTHS)
+    model.fit(X, Y, groups=RUN_LENGTHS)
     return model, time.perf_counter() - wall, time.process_time() - cpu
 
 

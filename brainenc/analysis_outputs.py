@@ -33,7 +33,7 @@ import numpy as np
 from brainenc.errors import BrainencInputError
 from brainenc.io.atomic import atomic_path
 from brainenc.io.dataset import MODALITIES, Dataset
-from brainenc.results import DIRECTIONS, TransferResult, split_direction, write_npz
+from brainenc.results import TransferResult, split_direction, write_npz
 
 #: Voxels whose bias-corrected explainable variance is at most this get no normalised r:
 #: where EV_c is small its estimate is noisy and r / sqrt(EV_c) unstable (it can exceed 1).
@@ -176,7 +176,7 @@ class AnalysisOutputs:
         """Ceiling-normalised r of each direction of ``result`` tested on a repeating modality
         (voxels with ``EV_c > NORMALISE_MIN_EV``)."""
         out = {}
-        for direction in DIRECTIONS:
+        for direction in result.r:
             ceiling = self.ceilings.get(split_direction(direction)[1])
             if ceiling is not None:
                 out[direction] = ceiling.normalise(result.r[direction], min_ev=NORMALISE_MIN_EV)
@@ -208,8 +208,10 @@ def run_analyses(request: AnalysisRequest, dataset: Dataset, subject: str,
     if request.ceilings:
         from brainenc.analyses.ceilings import noise_ceiling
 
+        scored = {split_direction(d)[1] for result in results for d in result.directions}
         for modality in repeated_modalities(dataset, subject):
-            outputs.ceilings[modality] = noise_ceiling(dataset, subject, modality)
+            if modality in scored:
+                outputs.ceilings[modality] = noise_ceiling(dataset, subject, modality)
     return outputs
 
 

@@ -157,6 +157,16 @@ def _check_widths(widths: dict[str, list[_Width]], space: FeatureSpace,
                     "a feature space needs the same features")
 
 
+def missing_runs_message(dataset: Dataset, subject: str, modality: str) -> str:
+    """Why ``subject`` cannot be analysed without ``modality`` runs, and what would work."""
+    present = sorted({run.modality for run in dataset.runs_for(subject)})
+    hint = ""
+    if present:
+        hint = (f"; to analyse the {present[0]} runs alone, use `brainenc encode --modality "
+                f"{present[0]}` (or run_encoding)")
+    return f"subject {subject} has no {modality} runs (it has {present or 'no'} runs){hint}"
+
+
 def check_subject_inputs(
     dataset: Dataset,
     subject: str,
@@ -181,10 +191,7 @@ def check_subject_inputs(
     runs = {m: dataset.runs_for(subject, m) for m in modalities}
     for modality, found in runs.items():
         if not found:
-            present = sorted({run.modality for run in dataset.runs_for(subject)})
-            raise BrainencInputError(
-                dataset.root, f"subject {subject} has no {modality} runs (it has "
-                f"{present or 'no'} runs); this analysis needs {' and '.join(modalities)} runs")
+            raise BrainencInputError(dataset.root, missing_runs_message(dataset, subject, modality))
     n_voxels = {}
     for modality in modalities:
         for run in runs[modality]:

@@ -23,6 +23,30 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_cleaning_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "response cleaning (BIDS/fMRIPrep)", "confound regression, detrending and high-pass "
+        "filtering of each run on loading, with nilearn (docs/data_layouts.md)")
+    group.add_argument("--confounds", nargs="+", default=None, metavar="STRATEGY",
+                       help="a nilearn denoising strategy (simple, compcor, ica_aroma) or confound "
+                       "components (motion wm_csf global_signal compcor high_pass ...) read from "
+                       "each run's *_desc-confounds_timeseries.tsv")
+    group.add_argument("--detrend", action="store_true", help="remove a linear trend per run")
+    group.add_argument("--high-pass", type=float, default=None, metavar="HZ",
+                       help="Butterworth high-pass cut-off in Hz (e.g. 0.008)")
+
+
+def _cleaning(args):
+    """The response cleaning the options ask for, or None."""
+    from brainenc.io.confounds import NAMED_STRATEGIES, ResponseCleaning
+
+    strategy = args.confounds
+    if strategy is not None and len(strategy) == 1 and strategy[0] in (*NAMED_STRATEGIES, "scrubbing"):
+        strategy = strategy[0]
+    cleaning = ResponseCleaning(strategy=strategy, detrend=args.detrend, high_pass=args.high_pass)
+    return cleaning if cleaning.active else None
+
+
 def _add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help=f"replace a previous {what} at OUT (only a folder brainenc wrote, "
@@ -50,6 +74,32 @@ def _add_split_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", action="store_true", help="skip figures and report.html")
 
 
+def _add_encode_parser(sub) -> None:
+    enc = sub.add_parser("encode", help="within-modality encoding of one subject (story-only or "
+                         "movie-only data)",
+                         description="Fit voxelwise ridge models on one modality's runs and score "
+                         "them on held-out runs of the same modality, with the tests, FDR maps and "
+                         "report of `transfer` for that direction. Its numbers equal the "
+                         "within-modality direction of `transfer` on the same runs.")
+    _add_split_options(enc)
+    enc.add_argument("--features", required=True, nargs="+",
+                     help="feature space name(s) under DATASET/features, or folder path(s)")
+    enc.add_argument("--modality", choices=["story", "movie"], default=None,
+                     help="the runs to analyse (default: story, or movie for a subject without "
+                     "story runs)")
+    enc.add_argument("--test-runs", nargs="+", default=None, metavar="RUN",
+                     help="runs held out for testing (default: the layout's test run, "
+                     "wheretheressmoke in the Huth layout, else leave-one-run-out)")
+    enc.add_argument("--leave-one-run-out", action="store_true",
+                     help="split leave-one-run-out even where the layout has a default test run")
+    enc.add_argument("--score", choices=["correlation", "r2"], default="correlation",
+                     help="alpha-selection score (default: correlation)")
+    _add_roi_option(enc)
+    _add_cleaning_options(enc)
+    _add_overwrite_option(enc, "encoding result")
+    _add_analysis_options(enc)
+
+
 def _add_layers_parser(sub) -> None:
     layers = sub.add_parser("layers", help="the transfer analysis over every layer of a model",
                             description="Run the transfer analysis on every feature space whose "
@@ -67,6 +117,7 @@ def _add_layers_parser(sub) -> None:
     layers.add_argument("--save-weights", action="store_true",
                         help="write every layer's weights.h5 (features x delays x voxels each)")
     _add_roi_option(layers)
+    _add_cleaning_options(layers)
     _add_overwrite_option(layers, "layer sweep")
     _add_analysis_options(layers)
 
@@ -166,9 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --dimensions: shuffles of the null of the principal angles "
                     "(default: 200, at least 19)")
     _add_roi_option(tr)
+    _add_cleaning_options(tr)
     _add_overwrite_option(tr, "transfer result")
     _add_analysis_options(tr)
 
+    tr.add_argument("--leave-one-run-out", action="store_true",
+                    help="split every modality without named test runs leave-one-run-out, even "
+                    "where the layout has a default test run (the Huth layout's wheretheressmoke)")
+
+    _add_encode_parser(sub)
     _add_layers_parser(sub)
     _add_partition_parser(sub)
 
@@ -271,17 +328,48 @@ def _simulation_options(args) -> dict:
 
 def _test_runs(args) -> dict | None:
     test = {}
+    if getattr(args, "leave_one_run_out", False):
+        test = {"story": None, "movie": None}
     if args.test_story:
         test["story"] = args.test_story
     if args.test_movie:
         test["movie"] = args.test_movie
+    if getattr(args, "leave_one_run_out", False) and args.test_story and args.test_movie:
+        raise BrainencInputError(None, "--leave-one-run-out applies to a modality without named "
+                                       "test runs; both --test-story and --test-movie are given")
     return test or None
+
+
+def _encode(args) -> None:
+    from brainenc.analysis_outputs import AnalysisRequest
+    from brainenc.io.layouts import load_dataset
+    from brainenc.workflows import transfer_to_folder
+
+    modality = args.modality
+    if modality is None:
+        data = load_dataset(args.dataset)
+        has_story = bool(data.runs_for(args.subject, "story"))
+        modality = "story" if has_story or not data.runs_for(args.subject, "movie") else "movie"
+    if args.leave_one_run_out and args.test_runs:
+        raise BrainencInputError(None, "--leave-one-run-out and --test-runs are alternatives")
+    test_runs = ({modality: args.test_runs} if args.test_runs else
+                 {modality: None} if args.leave_one_run_out else None)
+    results = transfer_to_folder(
+        args.dataset, args.subject, args.features, args.out, report=not args.no_report,
+        overwrite=args.overwrite, analyses=AnalysisRequest(roi_labels=tuple(args.roi_labels or ())),
+        cleaning=_cleaning(args),
+        preset=args.preset, alphas=args.alphas, test_runs=test_runs, score_func=args.score,
+        significance=not args.no_significance, max_lag=args.max_lag, fdr_q=args.fdr_q,
+        backend=args.backend, progress=not args.quiet, modalities=(modality,))
+    _print_summaries(results)
+    print(f"\nresults in {args.out}")
 
 
 def _print_summaries(results) -> None:
     for res in results:
         print(f"\n{res.subject} / {res.feature_space_label} ({res.n_voxels} voxels)")
-        print(f"  {'direction':<16}{'signif.':>9}{'mean r':>9}{'mean r sig.':>13}{'transfer':>10}")
+        transfer_header = f"{'transfer':>10}" if res.cross_modal else ""
+        print(f"  {'direction':<16}{'signif.':>9}{'mean r':>9}{'mean r sig.':>13}{transfer_header}")
         transfer_maps = {t.direction: t for t in res.transfer_summaries}
         for s in res.summaries:
             transfer = (f"{transfer_maps[s.direction].fraction_significant:>10.3f}"
@@ -359,6 +447,7 @@ def _layers(args) -> None:
     _, sweep = layers_to_folder(
         args.dataset, args.subject, args.features, args.out, report=not args.no_report,
         overwrite=args.overwrite, save_weights=args.save_weights, roi_labels=args.roi_labels or (),
+        cleaning=_cleaning(args),
         preset=args.preset, alphas=args.alphas, test_runs=_test_runs(args),
         significance=not args.no_significance, max_lag=args.max_lag, fdr_q=args.fdr_q,
         backend=args.backend, progress=not args.quiet)
@@ -412,11 +501,14 @@ def _run(args) -> None:
                                   roi_labels=tuple(args.roi_labels or ()))
         results = transfer_to_folder(
             args.dataset, args.subject, args.features, args.out, report=not args.no_report,
-            overwrite=args.overwrite, analyses=request, preset=args.preset, alphas=args.alphas,
+            overwrite=args.overwrite, analyses=request, cleaning=_cleaning(args),
+            preset=args.preset, alphas=args.alphas,
             test_runs=_test_runs(args), score_func=args.score, significance=not args.no_significance,
             max_lag=args.max_lag, fdr_q=args.fdr_q, backend=args.backend, progress=not args.quiet)
         _print_summaries(results)
         print(f"\nresults in {args.out}")
+    elif args.command == "encode":
+        _encode(args)
     elif args.command == "layers":
         _layers(args)
     elif args.command == "partition":

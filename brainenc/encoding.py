@@ -45,23 +45,29 @@ from __future__ import annotations
 
 import functools
 import importlib
+import numbers
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Protocol, Union
 
 import numpy as np
 from himalaya.backend import get_backend, set_backend
 from himalaya.backend._utils import ALL_BACKENDS
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GroupKFold, KFold
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from brainenc.errors import BrainencInputError
-from brainenc.stats import pearson_r
+from brainenc.stats import prediction_scores
 
 __all__ = [
     "ConstantVoxelWarning",
     "DEFAULT_ALPHAS",
+    "DEFAULT_N_FOLDS",
     "FactoredDesign",
     "RidgeSolution",
     "VoxelwiseRidge",
@@ -72,6 +78,21 @@ __all__ = [
 
 Fold = tuple[np.ndarray, np.ndarray]
 ScoreFunc = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class Splitter(Protocol):
+    """A scikit-learn cross-validation splitter (``KFold``, ``LeaveOneGroupOut``, ...)."""
+
+    def split(self, X, y=None, groups=None) -> Iterable[tuple[np.ndarray, np.ndarray]]: ...
+
+
+#: What ``VoxelwiseRidge(cv=...)`` accepts; see :class:`VoxelwiseRidge`.
+CVSpec = Union[None, int, Splitter, Sequence[Fold]]
+#: A himalaya backend: ``"auto"``, a backend name, or the module ``get_backend()`` returns.
+BackendSpec = Union[str, ModuleType]
+
+#: Number of contiguous folds used when neither ``cv`` nor ``groups`` is given.
+DEFAULT_N_FOLDS = 5
 
 #: Default alpha grid of :class:`VoxelwiseRidge`: ``logspace(0, 5, 11)``. A tuple,
 #: being immutable and comparable, keeps scikit-learn's parameter display working.
@@ -178,6 +199,40 @@ def _check_folds(cv: Sequence, n_samples: int) -> list[Fold]:
     return folds
 
 
+def _resolve_folds(cv: CVSpec, X: np.ndarray, groups: Sequence | np.ndarray | None) -> list[Fold]:
+    """The (train, val) folds that ``VoxelwiseRidge(cv=cv)`` uses for ``X`` and ``groups``.
+
+    See the ``cv`` parameter of :class:`VoxelwiseRidge` for the rules.
+    """
+    n_samples = X.shape[0]
+    labels = None if groups is None else _run_index(groups, n_samples)
+    if cv is None and labels is not None:
+        return leave_one_run_out(labels, n_samples)
+    if cv is None:
+        cv = DEFAULT_N_FOLDS
+    if isinstance(cv, numbers.Integral) and not isinstance(cv, (bool, np.bool_)):
+        if cv < 2:
+            raise ValueError(f"cv must be at least 2 when it is a number of folds; got {cv}")
+        if labels is not None:
+            splitter = GroupKFold(n_splits=int(cv))
+        elif n_samples < cv:
+            raise BrainencInputError(
+                None, f"cross-validation with {cv} contiguous folds needs at least {cv} samples; "
+                      f"got n_samples={n_samples}")
+        else:
+            # contiguous blocks, never shuffled: neighbouring fMRI samples are correlated
+            splitter = KFold(n_splits=int(cv))
+    elif hasattr(cv, "split"):
+        splitter = cv
+    elif labels is not None:
+        raise BrainencInputError(
+            None, "groups cannot be combined with explicit (train, val) folds in cv: the folds "
+                  "already say which samples validate; pass one or the other")
+    else:
+        return _check_folds(cv, n_samples)
+    return _check_folds(list(splitter.split(X, None, labels)), n_samples)
+
+
 @dataclass(frozen=True)
 class _BlockPlan:
     """Samples grouped into blocks that every fold uses as a whole.
@@ -223,10 +278,10 @@ class _BlockPlan:
 
 
 @contextmanager
-def _backend_scope(name: str) -> Iterator[ModuleType]:
-    """Use himalaya backend ``name`` inside the block; restore the caller's after."""
+def _backend_scope(backend: BackendSpec) -> Iterator[ModuleType]:
+    """Use himalaya backend ``backend`` (name or module) inside the block; restore the caller's after."""
     previous = get_backend().name
-    module = set_backend(name)
+    module = set_backend(backend)
     try:
         yield module
     finally:
@@ -234,32 +289,54 @@ def _backend_scope(name: str) -> Iterator[ModuleType]:
 
 
 @functools.lru_cache(maxsize=1)
-def resolve_backend(backend: str = "auto") -> str:
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def resolve_backend(backend: BackendSpec = "auto") -> str:
     """Name of the himalaya backend to compute with.
 
     Parameters
     ----------
-    backend : str
-        ``"auto"``: ``"torch_cuda"`` when PyTorch sees a CUDA device, otherwise
-        ``"numpy"`` (on CPUs it ran this solver's products and
-        eigendecompositions as fast as or faster than ``"torch"``).
+    backend : str or module
+        ``"auto"``: the backend chosen with :func:`himalaya.backend.set_backend`
+        when it is not himalaya's default ``"numpy"``; otherwise
+        ``"torch_cuda"`` when PyTorch sees a CUDA device, else ``"numpy"`` (on
+        CPUs it ran this solver's products and eigendecompositions as fast as
+        or faster than ``"torch"``). himalaya cannot tell an explicit
+        ``set_backend("numpy")`` from its default: pass ``"numpy"`` to force
+        it on a GPU machine.
         Any himalaya backend name (``numpy``, ``torch``, ``torch_cuda``,
-        ``cupy``, ``torch_mps``) is returned as is once it is known to load.
+        ``cupy``, ``torch_mps``), or a backend module as returned by
+        :func:`himalaya.backend.get_backend`, gives that backend, once it is
+        known to load.
 
     Returns
     -------
     str
+
+    Examples
+    --------
+    >>> resolve_backend("numpy")
+    'numpy'
     """
-    if backend == "auto":
-        try:
-            import torch
-            if torch.cuda.is_available():
-                return "torch_cuda"
-        except ImportError:
-            pass
-        return "numpy"
-    if backend not in ALL_BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected 'auto' or one of {ALL_BACKENDS}")
+    if isinstance(backend, ModuleType):
+        if getattr(backend, "name", None) not in ALL_BACKENDS:
+            raise ValueError(f"backend module {backend.__name__} is not a himalaya backend; "
+                             f"expected one of {ALL_BACKENDS}")
+        return backend.name
+    if isinstance(backend, str) and backend == "auto":
+        user_choice = get_backend().name
+        if user_choice != "numpy":
+            return user_choice
+        return "torch_cuda" if _cuda_available() else "numpy"
+    if not isinstance(backend, str) or backend not in ALL_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected 'auto', one of {ALL_BACKENDS} "
+                         "or a module from himalaya.backend.get_backend()")
     importlib.import_module(f"himalaya.backend.{backend}")  # fails early if unavailable
     return backend
 
@@ -288,7 +365,7 @@ def _ridge_from_eigh(backend: ModuleType, V, s: np.ndarray, C, alphas: np.ndarra
     return backend.matmul(V, backend.matmul(V.T, C) * shrink)
 
 
-def ridge_weights(X, Y, alphas, backend: str = "auto", dtype: str = "float32",
+def ridge_weights(X, Y, alphas, backend: BackendSpec = "auto", dtype: str = "float32",
                   n_targets_batch: int = 20000) -> np.ndarray:
     """Closed-form ridge weights ``(XᵀX + a_v I)⁻¹ XᵀY[:, v]`` with one penalty per voxel.
 
@@ -301,7 +378,7 @@ def ridge_weights(X, Y, alphas, backend: str = "auto", dtype: str = "float32",
     Y : array-like of shape (n_samples, n_voxels)
     alphas : float or array-like of shape (n_voxels,)
         Positive penalty, shared or per voxel.
-    backend : str
+    backend : str or module
         See :func:`resolve_backend`.
     dtype : {"float32", "float64"}
         Precision of the products with ``Y``.
@@ -573,8 +650,9 @@ class RidgeSolution:
 
     Attributes
     ----------
-    coef : ndarray of shape (n_features, n_voxels), float32
-        Weights refit on all samples at each voxel's alpha; NaN for constant voxels.
+    coef : ndarray of shape (n_features, n_voxels)
+        Weights refit on all samples at each voxel's alpha, in the model's
+        ``dtype`` (float32 by default); NaN for constant voxels.
     best_alphas : ndarray of shape (n_voxels,)
         Selected alpha per voxel (NaN for constant voxels).
     cv_scores : ndarray of shape (n_alphas, n_voxels)
@@ -643,7 +721,7 @@ class FactoredDesign:
         voxels = np.flatnonzero(~constant)
         cv_scores = np.full((self._alphas.size, n_voxels), np.nan)
         best_alphas = np.full(n_voxels, np.nan)
-        coef = np.full((self.n_features, n_voxels), np.nan, dtype=np.float32)
+        coef = np.full((self.n_features, n_voxels), np.nan, dtype=self._dtype)
         with _backend_scope(self.backend) as backend:
             for start in range(0, voxels.size, self._n_targets_batch):
                 batch = voxels[start:start + self._n_targets_batch]
@@ -662,23 +740,49 @@ class FactoredDesign:
 
 
 class VoxelwiseRidge(RegressorMixin, BaseEstimator):
-    """Ridge regression per voxel with the penalty chosen by cross-validation over runs.
+    """Ridge regression per voxel with the penalty chosen by cross-validation.
+
+    A scikit-learn regressor: it takes ``fit(X, y)``, ``predict(X)`` and
+    ``score(X, y)``, can be cloned, pickled and put in a
+    :class:`~sklearn.pipeline.Pipeline`, and passes
+    :func:`sklearn.utils.estimator_checks.check_estimator`.
 
     Parameters
     ----------
     alphas : array-like of shape (n_alphas,)
         Candidate penalties (positive); the ridge solution for a voxel is
         ``(XᵀX + alpha I)⁻¹ Xᵀy``.
+    cv : None, int, splitter or sequence of (train, val) pairs
+        The folds on which each voxel's alpha is chosen. Samples are never
+        shuffled: neighbouring fMRI samples are correlated.
+
+        - ``None`` (default): leave-one-run-out over the ``groups`` given to
+          :meth:`fit`; without ``groups``, ``DEFAULT_N_FOLDS`` (5) contiguous
+          blocks of samples (``KFold(5)`` without shuffling).
+        - ``int k``: ``k`` contiguous blocks (``KFold(k)``), or ``k`` folds of
+          whole runs (``GroupKFold(k)``) when :meth:`fit` gets ``groups``.
+        - a scikit-learn splitter (any object with ``split``, e.g.
+          ``LeaveOneGroupOut()`` or ``TimeSeriesSplit()``): its folds, from
+          ``cv.split(X, None, groups)``.
+        - a sequence of ``(train, val)`` pairs of sample indices (or boolean
+          masks): these folds; ``groups`` must then be ``None``.
+
     score_func : {"correlation", "r2"} or callable
         Validation score maximised when choosing alpha: Pearson correlation
-        between prediction and data on the held-out run, the coefficient of
-        determination, or ``f(y_true, y_pred) -> scores`` taking numpy arrays
-        (samples × voxels) and returning one score per voxel. Fold scores are
-        averaged over folds. An undefined correlation or R² on a fold (flat
-        data or flat prediction) counts as 0.
-    backend : str
-        himalaya backend (see :func:`resolve_backend`); ``"auto"`` picks a GPU
-        when one is visible, else the faster CPU backend.
+        between prediction and data on the held-out samples, the coefficient
+        of determination, or ``f(y_true, y_pred) -> scores`` taking numpy
+        arrays (samples × voxels) and returning one score per voxel. Fold
+        scores are averaged over folds. An undefined correlation or R² on a
+        fold (flat data or flat prediction) counts as 0. This is the
+        selection score only; :meth:`score` is always R².
+    backend : str or module
+        himalaya backend: ``"auto"``, a backend name or a backend module as
+        returned by :func:`himalaya.backend.get_backend` (see
+        :func:`resolve_backend`). ``"auto"`` uses a backend chosen with
+        :func:`himalaya.backend.set_backend`, else a GPU when one is visible,
+        else the faster CPU backend. It is resolved at each fit. A module is
+        reported by its name by :meth:`get_params` (and so by ``clone`` and
+        pickling), since modules can be neither copied nor pickled.
     n_targets_batch : int
         Voxels processed at once. With the primal solver, working memory is
         about ``(n_blocks + 3) · n_features · n_targets_batch`` floats, plus
@@ -688,8 +792,8 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
         floats plus ``(n_folds + 2) · n_samples²`` and
         ``n_samples · n_features``.
     dtype : {"float32", "float64"}
-        Precision of the large products. Gram and kernel matrices and their
-        eigendecompositions are always float64.
+        Precision of the large products and of ``coef_``. Gram and kernel
+        matrices and their eigendecompositions are always float64.
     warn_constant : bool
         Warn (once per fit, with a count) about voxels with zero variance.
     solver : {"auto", "primal", "dual"}
@@ -702,9 +806,10 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
-    coef_ : ndarray of shape (n_features, n_voxels), float32
-        Weights refit on all samples with each voxel's selected alpha; NaN
-        columns for constant voxels.
+    coef_ : ndarray of shape (n_features, n_voxels)
+        Weights refit on all samples with each voxel's selected alpha, in
+        ``dtype``; NaN columns for constant voxels. Note the himalaya layout
+        (features first), and that a 1-D ``y`` gives ``n_voxels = 1``.
     best_alphas_ : ndarray of shape (n_voxels,)
         Selected alpha per voxel (NaN for constant voxels). Ties go to the
         larger alpha.
@@ -712,6 +817,8 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
         Validation score per alpha, averaged over folds (NaN for constant voxels).
     constant_voxels_ : ndarray of bool, shape (n_voxels,)
     n_features_in_ : int
+    feature_names_in_ : ndarray of str, shape (``n_features_in_``,)
+        Only when ``X`` is a table with string column names.
     backend_ : str
         The himalaya backend that was used.
     solver_ : {"primal", "dual"}
@@ -720,34 +827,49 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
     Notes
     -----
     No intercept is fitted and the data are not centred inside :meth:`fit`:
-    give ``X`` and ``Y`` with columns centred (or z-scored) within each run.
+    give ``X`` and ``y`` with columns centred (or z-scored) within each run,
+    e.g. with a ``StandardScaler`` in front of the model in a pipeline.
     See the module docstring for the algorithm and when it is the right one.
     To fit many voxels in batches without refactorising ``X``, use
     :meth:`factor` and :meth:`FactoredDesign.solve`.
+
+    Estimator tags: multi-output regressor (``target_tags.multi_output``);
+    a 1-D ``y`` is accepted and gives 1-D predictions. Tags that do not
+    apply, left at scikit-learn's defaults: no sparse input
+    (``input_tags.sparse``: the solver works on dense Gram and kernel
+    matrices), no missing values (``input_tags.allow_nan``), no
+    ``sample_weight`` in :meth:`fit` (the folds' block structure assumes
+    unweighted samples).
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((120, 5)); Y = X @ rng.standard_normal((5, 3))
-    >>> model = VoxelwiseRidge(alphas=[0.1, 1.0, 10.0], backend="numpy").fit(X, Y, runs=[40, 40, 40])
+    >>> model = VoxelwiseRidge(alphas=[0.1, 1.0, 10.0], backend="numpy").fit(X, Y, groups=[40, 40, 40])
     >>> model.coef_.shape, model.cv_scores_.shape
     ((5, 3), (3, 3))
+    >>> round(model.score(X, Y), 3)
+    1.0
+    >>> model.score_voxels(X, Y, metric="correlation").shape
+    (3,)
     >>> wide = rng.standard_normal((120, 300))
-    >>> VoxelwiseRidge(alphas=[1.0, 10.0], backend="numpy").fit(wide, Y, runs=[40, 40, 40]).solver_
+    >>> VoxelwiseRidge(alphas=[1.0, 10.0], backend="numpy").fit(wide, Y, groups=[40, 40, 40]).solver_
     'dual'
     """
 
     def __init__(
         self,
         alphas=DEFAULT_ALPHAS,
+        cv: CVSpec = None,
         score_func: str | ScoreFunc = "correlation",
-        backend: str = "auto",
+        backend: BackendSpec = "auto",
         n_targets_batch: int = 20000,
         dtype: str = "float32",
         warn_constant: bool = True,
         solver: str = "auto",
     ):
         self.alphas = alphas
+        self.cv = cv
         self.score_func = score_func
         self.backend = backend
         self.n_targets_batch = n_targets_batch
@@ -758,32 +880,49 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
-        tags.target_tags.single_output = False
+        tags.target_tags.single_output = True
         return tags
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Parameters of this estimator; a backend module is given by its name."""
+        params = super().get_params(deep=deep)
+        if isinstance(params.get("backend"), ModuleType):
+            params["backend"] = params["backend"].name
+        return params
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        if isinstance(state.get("backend"), ModuleType):
+            state = {**state, "backend": state["backend"].name}  # modules cannot be pickled
+        return state
 
     # ----------------------------------------------------------------- fit
 
-    def fit(self, X, Y, runs: Sequence | np.ndarray | None = None, cv: Sequence[Fold] | None = None):
+    def fit(self, X, y, groups: Sequence | np.ndarray | None = None) -> "VoxelwiseRidge":
         """Choose alpha per voxel by cross-validation, then refit on all samples.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Design matrix, columns centred within each run.
-        Y : array-like of shape (n_samples, n_voxels)
+        y : array-like of shape (n_samples, n_voxels) or (n_samples,)
             Responses, columns centred within each run.
-        runs : sequence, optional
-            Run lengths or per-sample run labels (see :func:`leave_one_run_out`);
-            folds are leave-one-run-out. Required unless ``cv`` is given.
-        cv : list of (train, val) index arrays, optional
-            Explicit folds, used instead of ``runs``.
+        groups : array-like of shape (n_samples,), optional
+            Run label of each sample (any values; runs need not be
+            contiguous), as scikit-learn passes ``groups``. Run lengths
+            (positive integers summing to ``n_samples``, runs stored one after
+            the other) are accepted too. With ``cv=None`` the folds are
+            leave-one-run-out; see ``cv`` for the other cases.
 
         Returns
         -------
-        self
+        self : VoxelwiseRidge
         """
-        factored = self.factor(X, runs=runs, cv=cv)
-        solution = factored.solve(Y)
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
+                             dtype=[np.float64, np.float32])
+        self._y_1d = y.ndim == 1
+        factored = self.factor(X, groups=groups)
+        solution = factored.solve(y.reshape(y.shape[0], -1))
         constant = solution.constant_voxels
         if constant.any() and self.warn_constant:
             warnings.warn(f"{int(constant.sum())} of {constant.size} voxels are constant (zero variance); "
@@ -792,25 +931,24 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
         self.best_alphas_ = solution.best_alphas
         self.cv_scores_ = solution.cv_scores
         self.constant_voxels_ = constant
-        self.n_features_in_ = factored.n_features
         self.backend_ = factored.backend
         self.solver_ = factored.solver
         return self
 
-    def factor(self, X, runs: Sequence | np.ndarray | None = None,
-               cv: Sequence[Fold] | None = None) -> FactoredDesign:
+    def factor(self, X, groups: Sequence | np.ndarray | None = None) -> FactoredDesign:
         """Factorise ``X`` for the folds, ready to fit any responses with the same rows.
 
-        ``model.factor(X, runs).solve(Y)`` computes what ``model.fit(X, Y, runs)``
-        stores; solving voxel batches one at a time gives the same numbers
-        as solving them together.
+        ``model.factor(X, groups).solve(Y)`` computes what
+        ``model.fit(X, Y, groups)`` stores; solving voxel batches one at a
+        time gives the same numbers as solving them together.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Design matrix, columns centred within each run.
-        runs, cv
-            The folds, as in :meth:`fit`.
+        groups : array-like, optional
+            Run labels or lengths, as in :meth:`fit`; with ``cv``, they give
+            the folds.
 
         Returns
         -------
@@ -820,10 +958,7 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
         alphas = _check_alphas(self.alphas)
         X = _check_matrix("X", X, dtype)
         n_samples, n_features = X.shape
-        if (runs is None) == (cv is None):
-            raise BrainencInputError(None, "give either runs (for leave-one-run-out folds) or cv, not "
-                                           + ("both" if runs is not None else "neither"))
-        folds = leave_one_run_out(runs, n_samples) if cv is None else _check_folds(cv, n_samples)
+        folds = _resolve_folds(self.cv, X, groups)
         plan = _BlockPlan.from_folds(folds, n_samples)
         if plan.order is not None:
             X = X[plan.order]
@@ -844,49 +979,94 @@ class VoxelwiseRidge(RegressorMixin, BaseEstimator):
             raise ValueError(f"solver must be 'auto', 'primal' or 'dual'; got {self.solver!r}")
         return self.dtype
 
-
     # ----------------------------------------------------------------- use
 
-    def _check_fitted_input(self, X) -> np.ndarray:
-        if not hasattr(self, "coef_"):
-            from sklearn.exceptions import NotFittedError
-            raise NotFittedError("this VoxelwiseRidge is not fitted yet; call fit first")
-        X = _check_matrix("X", X, "float32")
-        if X.shape[1] != self.n_features_in_:
-            raise BrainencInputError(
-                None, f"X has {X.shape[1]} features but the model was fitted with {self.n_features_in_}")
-        return X
-
     def predict(self, X) -> np.ndarray:
-        """Predicted responses, shape (n_samples, n_voxels), float32; NaN for constant voxels."""
-        X = self._check_fitted_input(X)
-        with _backend_scope(self.backend_) as backend:
-            return np.asarray(backend.to_numpy(backend.matmul(backend.asarray(X), backend.asarray(self.coef_))))
+        """Predicted responses.
 
-    def score(self, X, Y) -> np.ndarray:
-        """Pearson correlation between prediction and ``Y``, per voxel.
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_voxels), or (n_samples,) after a fit on a 1-D ``y``
+            float32 for a float32 ``X``, float64 otherwise; NaN for constant voxels.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        with _backend_scope(self.backend_) as backend:
+            coef = backend.asarray(self.coef_, dtype=X.dtype.name)
+            prediction = np.asarray(backend.to_numpy(backend.matmul(backend.asarray(X), coef)))
+        return prediction[:, 0] if self._y_1d else prediction
+
+    def _prediction_pair(self, X, y) -> tuple[np.ndarray, np.ndarray]:
+        """Prediction for ``X`` and ``y``, both as (n_samples, n_voxels) arrays."""
+        prediction = self.predict(X)
+        y = check_array(y, ensure_2d=False, dtype=[np.float64, np.float32], input_name="y")
+        prediction, y = prediction.reshape(prediction.shape[0], -1), y.reshape(y.shape[0], -1)
+        if y.shape != prediction.shape:
+            raise BrainencInputError(None, f"y must have shape {prediction.shape} (samples of X × voxels "
+                                           f"of the fit); got {y.shape}")
+        return prediction, y
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Coefficient of determination R² of the prediction, averaged over voxels.
+
+        This is :func:`sklearn.metrics.r2_score` with
+        ``multioutput="uniform_average"``, over the voxels that were not
+        constant in the training data (constant voxels have no model and
+        predict NaN). A voxel constant in ``y`` scores 1 if predicted exactly,
+        else 0, as in scikit-learn. Per-voxel scores: :meth:`score_voxels`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples, n_voxels) or (n_samples,)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        float
+            NaN when every voxel was constant in training.
+        """
+        prediction, y = self._prediction_pair(X, y)
+        fitted = ~self.constant_voxels_
+        if not fitted.any():
+            return float("nan")
+        return float(r2_score(y[:, fitted], prediction[:, fitted], sample_weight=sample_weight,
+                              multioutput="uniform_average"))
+
+    def score_voxels(self, X, y, metric: str = "correlation") -> np.ndarray:
+        """Score of the prediction for each voxel.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples, n_voxels) or (n_samples,)
+        metric : {"correlation", "r2"}
+            Pearson correlation between prediction and ``y``
+            (:func:`brainenc.stats.pearson_r`), or the coefficient of
+            determination ``1 - SS_res / SS_tot`` (:func:`brainenc.stats.r2_score`).
 
         Returns
         -------
         ndarray of shape (n_voxels,)
-            NaN where the correlation is undefined (constant voxel in training
-            or in ``Y``).
+            NaN where the score is undefined: voxels constant in training
+            (no model) or in ``y``.
         """
-        prediction = self.predict(X)
-        Y = _check_matrix("Y", Y, "float64")
-        if Y.shape != prediction.shape:
-            raise BrainencInputError(None, f"Y must have shape {prediction.shape} to match X and the model; "
-                                           f"got {Y.shape}")
-        return pearson_r(prediction, Y)
+        if metric not in ("correlation", "r2"):
+            raise ValueError(f"metric must be 'correlation' or 'r2'; got {metric!r}")
+        prediction, y = self._prediction_pair(X, y)
+        r, r2 = prediction_scores(prediction, y)
+        return r if metric == "correlation" else r2
 
     def coef_per_delay(self, n_delays: int) -> np.ndarray:
         """Weights split by delay, shape (n_delays, n_features // n_delays, n_voxels).
 
         The design's columns are delay blocks ``[d1 | d2 | ...]`` of equal width.
         """
-        if not hasattr(self, "coef_"):
-            from sklearn.exceptions import NotFittedError
-            raise NotFittedError("this VoxelwiseRidge is not fitted yet; call fit first")
+        check_is_fitted(self)
         n_features = self.coef_.shape[0]
         if not isinstance(n_delays, (int, np.integer)) or n_delays < 1 or n_features % n_delays:
             raise ValueError(f"n_delays must be a positive divisor of the {n_features} features; got {n_delays!r}")

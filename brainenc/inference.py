@@ -4,7 +4,7 @@ Every test here has the same shape. A statistic ``T = sum_t g_t y_t`` is a
 fixed vector ``g`` (a prediction, made without the response it is tested on)
 against a response column ``y``. Under the null hypothesis ``y`` is noise
 that is independent of ``g``, stationary within each run, independent across
-runs, with autocovariance ``gamma(k)``, so that, exactly,
+runs, with autocovariance ``gamma(k)``, so that, exactly::
 
     Var(T) = sum over runs of sum_{|k| <= K} c_g(k) gamma(k),
 

@@ -150,6 +150,17 @@ class TransferResult:
         return len(next(iter(self.r.values())))
 
     @property
+    def directions(self) -> tuple[str, ...]:
+        """The directions scored, in the order of :data:`DIRECTIONS` (the within direction
+        alone for a one-modality analysis)."""
+        return tuple(d for d in DIRECTIONS if d in self.r)
+
+    @property
+    def cross_modal(self) -> bool:
+        """Whether both cross-modal directions were scored (a transfer analysis)."""
+        return all(d in self.r for d in CROSS)
+
+    @property
     def pair_note(self) -> str:
         """:data:`BASELINE_NOTE` when the settings record an unaligned feature space,
         :data:`UNKNOWN_PAIR_NOTE` when they record an unknown alignment, else ``""``."""

@@ -40,7 +40,10 @@ from brainenc.checks import (
     input_paths,
     resolve_feature_spaces,
 )
+from brainenc.errors import BrainencInputError
+from brainenc.io.dataset import MODALITIES
 from brainenc.io.layouts import load_dataset
+from brainenc.io.maps import write_maps
 from brainenc.io.output import output_folder
 from brainenc.results import TransferResult, json_default
 
@@ -107,7 +110,8 @@ def write_results(
 
     With one result, its scores go to ``folder/scores.npz``; with several, to
     ``folder/<feature space>/scores.npz`` (beside the ``weights.h5`` the
-    analysis wrote, see :func:`weights_paths`). ``folder`` is normally the
+    analysis wrote, see :func:`weights_paths`), and the same maps as GIFTI or
+    NIfTI files under ``maps/`` beside it (:mod:`brainenc.io.maps`). ``folder`` is normally the
     staging folder of :func:`brainenc.io.output.output_folder`. ``analyses``
     adds the files, summary entries and report sections of the optional
     analyses (:mod:`brainenc.analysis_outputs`).
@@ -118,6 +122,7 @@ def write_results(
     names = [res.feature_space for res in results]
     for res in results:
         res.save(result_folder(folder, names, res.feature_space) / "scores.npz")
+        write_maps(res, result_folder(folder, names, res.feature_space))
     extra = {}
     if analyses:
         save_analyses(analyses, results, folder, lambda space: result_folder(folder, names, space))
@@ -158,9 +163,15 @@ def transfer_to_folder(
     report: bool = True,
     overwrite: bool = False,
     analyses: AnalysisRequest | None = None,
+    cleaning=None,
     **transfer_options,
 ) -> list[TransferResult]:
     """Run :func:`brainenc.transfer.run_transfers` on the feature spaces and write ``out``.
+
+    With ``modalities=("story",)`` (or ``("movie",)``) in ``transfer_options``
+    the analysis is that modality's within direction alone (``brainenc encode``).
+    ``cleaning`` (:class:`~brainenc.io.confounds.ResponseCleaning`) regresses
+    out fMRIPrep confounds and filters the responses on loading.
 
     Everything is checked before the first fit: the options, the output
     location (see :mod:`brainenc.io.output`; ``overwrite`` replaces a previous
@@ -169,15 +180,21 @@ def transfer_to_folder(
     """
     request = analyses or AnalysisRequest()
     check_analysis_options(**{k: v for k, v in transfer_options.items() if k in _CHECKED_OPTIONS})
-    data = load_dataset(dataset)
+    data = load_dataset(dataset, cleaning=cleaning)
     data.runs_for(subject)  # an unknown subject fails here, naming the ones there are
     spaces = resolve_feature_spaces(features, data)
     names = [space.name for space in spaces]
     check_request(request, names, transfer_options.get("significance", True))
     rois = read_roi_labels(request, data, subject)
+    from brainenc.transfer.plan import check_modalities
+
+    modalities = check_modalities(transfer_options.get("modalities", MODALITIES))
+    if len(modalities) == 1 and (request.compare or request.dimensions):
+        raise BrainencInputError(None, "--compare and --dimensions compare story and movie models; "
+                                       f"this analysis has {modalities[0]} runs only")
     with output_folder(out, kind="transfer", overwrite=overwrite,
                        inputs=input_paths(data, subject, spaces)) as staging:
-        check_subject_inputs(data, subject, spaces)
+        check_subject_inputs(data, subject, spaces, modalities)
         results, comparisons = _transfers_and_comparisons(
             data, subject, spaces, request, weights_paths(staging, names), **transfer_options)
         outputs = run_analyses(request, data, subject, results, comparisons, rois)
@@ -196,6 +213,7 @@ def layers_to_folder(
     overwrite: bool = False,
     save_weights: bool = False,
     roi_labels: Sequence[str | Path] = (),
+    cleaning=None,
     **transfer_options,
 ) -> tuple[list[TransferResult], object]:
     """Sweep the layers of one model (feature spaces matching ``pattern``) and write ``out``.
@@ -204,12 +222,14 @@ def layers_to_folder(
     ``save_weights``: one weights file per layer can take gigabytes),
     ``out/layers.npz`` (:class:`brainenc.analyses.layers.LayerSweep`),
     ``summary.json`` and a report with the curves, the best-layer maps and the
-    full maps of the layer whose transfer maps hold the most voxels.
+    full maps of the layer whose transfer maps hold the most voxels. Each
+    layer's maps are also written as GIFTI/NIfTI files (``out/<layer>/maps``);
+    ``cleaning`` as in :func:`transfer_to_folder`.
     """
     from brainenc.analyses.layers import find_layer_spaces, sweep_layers
 
     check_analysis_options(**{k: v for k, v in transfer_options.items() if k in _CHECKED_OPTIONS})
-    data = load_dataset(dataset)
+    data = load_dataset(dataset, cleaning=cleaning)
     data.runs_for(subject)
     layers = find_layer_spaces(data.feature_root, pattern)
     spaces = resolve_feature_spaces(layers, data)
@@ -223,6 +243,7 @@ def layers_to_folder(
                                       **transfer_options)
         for result in results:
             result.save(staging / result.feature_space / "scores.npz")
+            write_maps(result, staging / result.feature_space)
         sweep.save(staging / "layers.npz")
         summary = summary_dict(results, {"layers": _layer_summary(sweep)})
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False),

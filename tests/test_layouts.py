@@ -248,7 +248,7 @@ def test_bids_runs_grids_and_responses(tmp_path):
     np.testing.assert_allclose(load_responses(movie), truth["movie"][2:15], rtol=1e-6)
 
     assert (volume_run.space, volume_run.stimulus, volume_run.modality) == \
-        ("volume", "story", "story")
+        ("native_volume", "story", "story")  # space-T1w: not projected onto fsaverage
     assert volume_run.mask_path.name == "sub-02_ses-1_task-story_run-1_space-T1w_desc-brain_mask.nii.gz"
     np.testing.assert_allclose(volume_run.tr_grid.times, centred_grid(2.5, 14, 0.0))
     np.testing.assert_array_equal(load_responses(volume_run), truth["volume"][2:13])
@@ -262,6 +262,42 @@ def test_bids_prefer_volume(tmp_path):
     assert (story.trim_start, story.trim_end) == (0, 0)
     np.testing.assert_allclose(story.tr_grid.times, centred_grid(1.5, 20, 2.0))
     np.testing.assert_array_equal(load_responses(story), truth["story_volume"])
+
+
+def test_bids_fsaverage6_surfaces_and_the_surface_space_setting(tmp_path):
+    _, truth = build_bids(tmp_path, np.random.default_rng(4))
+    func = tmp_path / "derivatives" / "fmriprep" / "sub-01" / "func"
+    rng = np.random.default_rng(5)
+    left, right = rng.standard_normal((40962, 20)), rng.standard_normal((40962, 20))
+    for hemi, data in (("L", left), ("R", right)):
+        write_gifti(func / f"sub-01_task-story_run-1_hemi-{hemi}_space-fsaverage6_bold.func.gii", data)
+    story = next(r for r in read_bids(tmp_path).runs if r.name == "task-story_run-1")
+    assert story.space == "fsaverage5"          # the smaller mesh first
+    write_json(tmp_path / "brainenc.json", {"surface_space": "fsaverage6"})
+    with pytest.raises(BrainencInputError, match="expected a space-fsaverage6 hemi-L/hemi-R pair"):
+        read_bids(tmp_path)                     # the movie run has no fsaverage6 pair
+    for hemi in "LR":
+        write_gifti(func / f"sub-01_task-movie_hemi-{hemi}_space-fsaverage6_bold.func.gii",
+                    np.zeros((40962, 16)))
+    story = next(r for r in read_bids(tmp_path).runs if r.name == "task-story_run-1")
+    assert story.space == "fsaverage6"
+    assert story.response_paths[0].name.endswith("space-fsaverage6_bold.func.gii")
+    np.testing.assert_allclose(load_responses(story), np.concatenate([left.T, right.T], axis=1),
+                               rtol=1e-6)
+    write_json(tmp_path / "brainenc.json", {"surface_space": "fsaverage7"})
+    with pytest.raises(BrainencInputError, match="'surface_space' must be one of"):
+        read_bids(tmp_path)
+
+
+def test_bids_fsaverage6_name_with_fsaverage5_vertices_is_refused(tmp_path):
+    build_bids(tmp_path, np.random.default_rng(4))
+    func = tmp_path / "derivatives" / "fmriprep" / "sub-01" / "func"
+    for hemi in "LR":
+        write_gifti(func / f"sub-01_task-movie_hemi-{hemi}_space-fsaverage6_bold.func.gii",
+                    np.zeros((FS5_HEMI, 16)))
+    write_json(tmp_path / "brainenc.json", {"surface_space": "fsaverage6"})
+    with pytest.raises(BrainencInputError, match="declares space fsaverage6 .81 924 vertices"):
+        read_bids(tmp_path)
 
 
 def test_bids_events_modality_column_and_unknown_stimulus_type(tmp_path):

@@ -62,7 +62,7 @@ def test_plot_fsaverage5_draws_four_views_colour_bar_and_background_for_nan():
     fig = surface.plot_fsaverage5(values, title="t", vmax=0.3)
     panels = _panels(fig)
     assert len(panels) == 4 and len(fig.axes) == 5  # + colour bar
-    expected = np.round(np.array(surface._resolve_cmap("cold_hot")(0.75)), 4)
+    expected = np.round(np.array(surface._resolve_cmap("RdBu_r")(0.75)), 4)
     for ax, (hemi, view) in zip(panels, surface.PANELS):
         # the fsaverage5 faces turned toward the viewer: over half of the 20 480 from the side
         shown = len(ax.collections[0].get_facecolor())
@@ -131,7 +131,11 @@ def test_plot_fsaverage5_2d_colours_vertices_by_the_pair_and_draws_a_legend():
     for ax, (hemi, _) in zip(panels, surface.PANELS):
         colors = _face_colors(ax)
         if hemi == "left":
-            np.testing.assert_allclose(colors[:, :3], surface.BIVARIATE_CORNERS[[1]], atol=1e-4)
+            # the corner's colour, darkened in the sulci (up to 45 %) so the folds show
+            factor = colors[:, :3] / surface.BIVARIATE_CORNERS[1]
+            np.testing.assert_allclose(factor, factor[:, :1].repeat(3, axis=1), atol=2e-3)
+            assert factor.min() >= 0.55 - 1e-3 and factor.max() <= 1 + 1e-3
+            assert factor.max() - factor.min() > 0.2
         else:
             assert _is_grey(colors)
     legend = [ax for ax in fig.axes if ax not in panels]
@@ -332,3 +336,21 @@ def test_report_rejects_bad_ground_truth_before_writing(tmp_path):
         report.write_report([result], tmp_path / "out",
                             ground_truth={"labels": np.full(50, 5), "names": ["a", "b"]})
     assert not (tmp_path / "out").exists()
+
+
+def test_flat_map_draws_every_face_of_nilearns_flat_hemispheres():
+    values = np.full(surface.N_VERTICES, np.nan)
+    values[N_HEMI:] = -0.15  # right hemisphere at minus half of vmax
+    fig = surface.plot_fsaverage5(values, title="flat", vmax=0.3, flat=True)
+    panels = [ax for ax in fig.axes if ax.get_title().endswith(" flat")]
+    assert [ax.get_title() for ax in panels] == ["left flat", "right flat"]
+    negative = np.round(np.array(surface._resolve_cmap("RdBu_r")(0.25)), 4)
+    for ax, hemi in zip(panels, ("left", "right")):
+        faces = np.asarray(surface._mesh("flat", hemi).faces)
+        assert len(ax.collections[0].get_facecolor()) == len(faces)   # the cut mesh, all drawn
+        colors = _face_colors(ax)
+        if hemi == "right":   # a diverging map: negative values in blue
+            np.testing.assert_allclose(colors, negative[None, :], atol=1e-4)
+            assert negative[2] > negative[0]
+        else:                 # NaN: the grey sulcal background
+            assert np.allclose(colors[:, 0], colors[:, 1]) and np.allclose(colors[:, 1], colors[:, 2])

@@ -26,7 +26,7 @@ def wide_problem(n_features=50, delays=(1, 2, 3, 4), n_voxels=8, seed=0):
 
 
 def fit(solver, X, Y, backend="numpy", **kwargs):
-    return VoxelwiseRidge(alphas=ALPHAS, backend=backend, solver=solver, **kwargs).fit(X, Y, runs=LENGTHS)
+    return VoxelwiseRidge(alphas=ALPHAS, backend=backend, solver=solver, **kwargs).fit(X, Y, groups=LENGTHS)
 
 
 def assert_close(actual, expected, rtol=1e-4):
@@ -75,7 +75,7 @@ def test_dual_with_explicit_noncontiguous_folds_matches_naive():
     runs_of = lambda *rs: np.flatnonzero(np.isin(labels, rs))  # noqa: E731
     # fold 2 never validates on run 3, whose samples still train it
     cv = [(runs_of(1, 3), runs_of(0, 2)), (runs_of(0, 2), runs_of(1))]
-    model = VoxelwiseRidge(alphas=ALPHAS, backend="numpy", solver="dual").fit(X, Y, cv=cv)
+    model = VoxelwiseRidge(alphas=ALPHAS, backend="numpy", solver="dual", cv=cv).fit(X, Y)
     expected = naive_cv_scores(X, Y, cv, ALPHAS, pearson)
     np.testing.assert_allclose(model.cv_scores_, expected, atol=1e-4)
     coef = np.stack([closed_form(X, Y[:, v], a) for v, a in enumerate(model.best_alphas_)], axis=1)
@@ -87,8 +87,8 @@ def test_factored_design_solves_batches_like_one_fit(solver):
     X, Y = wide_problem(n_voxels=11, seed=4)
     Y[:, 5] = 0.0  # a constant voxel inside a batch
     model = VoxelwiseRidge(alphas=ALPHAS, backend="numpy", solver=solver, warn_constant=False)
-    whole = model.fit(X, Y, runs=LENGTHS)
-    factored = model.factor(X, runs=LENGTHS)
+    whole = model.fit(X, Y, groups=LENGTHS)
+    factored = model.factor(X, groups=LENGTHS)
     parts = [factored.solve(Y[:, cols]) for cols in (slice(0, 4), slice(4, 7), slice(7, 11))]
     # float32 products over different column counts may round differently, by an ulp or so
     assert_close(np.concatenate([p.coef for p in parts], axis=1), whole.coef_, rtol=1e-6)
@@ -101,4 +101,4 @@ def test_factored_design_solves_batches_like_one_fit(solver):
 def test_unknown_solver_is_rejected():
     X, Y = wide_problem()
     with pytest.raises(ValueError, match="solver must be"):
-        VoxelwiseRidge(solver="kernel", backend="numpy").fit(X, Y, runs=LENGTHS)
+        VoxelwiseRidge(solver="kernel", backend="numpy").fit(X, Y, groups=LENGTHS)

@@ -338,7 +338,7 @@ def _prepare_folds(runs: Folds, designs_a: list[np.ndarray], designs_b: list[np.
         lengths = [len(responses[i]) for i in train]
         spaces = (("a", designs_a), ("b", designs_b))
         folds.append(_Fold(train, test,
-                           factored={key: single.factor(_stack(d, train), runs=lengths) for key, d in spaces},
+                           factored={key: single.factor(_stack(d, train), groups=lengths) for key, d in spaces},
                            X_test={key: _stack(d, test) for key, d in spaces}))
     return folds
 

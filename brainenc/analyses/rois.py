@@ -31,6 +31,7 @@ import nibabel as nib
 import numpy as np
 
 from brainenc.errors import BrainencInputError, warn_input
+from brainenc.io.dataset import VOLUME_SPACES
 from brainenc.io.responses import FSAVERAGE5_HEMISPHERE_VERTICES, HEMISPHERE_STRUCTURES, open_gifti
 from brainenc.results import (
     CROSS,
@@ -507,7 +508,7 @@ def load_rois(paths: Sequence[str | Path], result: TransferResult) -> RoiSet:
     if kinds == ["surface", "surface"]:
         return read_surface_labels(*paths)
     if kinds in (["volume"], ["volume", "lookup"]):
-        if result.space != "volume" or not result.mask_path:
+        if result.space not in VOLUME_SPACES or not result.mask_path:
             raise BrainencInputError(
                 paths[0], f"a volume atlas needs a volume result with its brain mask; this result's "
                           f"space is '{result.space}' (mask: {result.mask_path or 'none recorded'})")

@@ -2,14 +2,14 @@
 
 RollingQ (Ni et al., ICML 2025) runs a sequence ``[CLS | modality a |
 modality b]`` through attention and applies a fixed rotation ``R`` (identity at
-first) to the CLS query only. The attention imbalance rate
+first) to the CLS query only. The attention imbalance rate::
 
     AIR = mean_b [cos(q_cls, k̄_a) - cos(q_cls, k̄_b)]
 
 (``k̄`` the mean key of a modality in a sample) says which modality the CLS
 query favours. At the end of an epoch where ``|AIR| > beta`` (and fewer than
 ``max_rotations`` rotations were used), the CLS query and the keys are
-averaged over the epoch, a target query
+averaged over the epoch, a target query::
 
     alpha = (1 + tanh(-sigma * AIR)) / 2
     q* = alpha * k̄_a / |k̄_a| + (1 - alpha) * k̄_b / |k̄_b|, rescaled to |q̄|

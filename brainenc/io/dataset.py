@@ -1,7 +1,7 @@
 """The dataset model every layout reader produces: runs of one or more subjects."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -10,11 +10,18 @@ from brainenc.timing import TRGrid
 Modality = Literal["story", "movie"]
 MODALITIES: tuple[str, str] = ("story", "movie")
 
-#: Spaces responses can live in. ``fsaverage5``: one column per fsaverage5 vertex,
-#: left hemisphere then right (20 484 columns). ``volume``: voxels inside
-#: ``Run.mask_path``, in the mask's C order (nilearn's NiftiMasker). ``unknown``:
-#: columns with no known anatomy (e.g. pycortex cortical voxels); maps are skipped.
-ResponseSpace = Literal["fsaverage5", "volume", "unknown"]
+#: Spaces responses can live in. ``fsaverage5``, ``fsaverage6``: one column per
+#: vertex of that fsaverage mesh, left hemisphere then right (2 × 10 242 and
+#: 2 × 40 962 columns). ``volume``: voxels of a volume in a template (MNI) space
+#: inside ``Run.mask_path``, in the mask's C order (nilearn's NiftiMasker);
+#: ``native_volume``: the same in the subject's own space (fMRIPrep ``space-T1w``),
+#: which cannot be projected onto fsaverage. ``unknown``: columns with no known
+#: anatomy (e.g. pycortex cortical voxels).
+ResponseSpace = Literal["fsaverage5", "fsaverage6", "volume", "native_volume", "unknown"]
+#: Vertices per hemisphere of the fsaverage spaces.
+SURFACE_VERTICES: dict[str, int] = {"fsaverage5": 10_242, "fsaverage6": 40_962}
+#: Spaces whose columns are voxels of a brain mask.
+VOLUME_SPACES: tuple[str, ...] = ("volume", "native_volume")
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class Run:
         The response file; for GIFTI surfaces the left then the right hemisphere.
     mask_path : Path or None
         Brain mask for NIfTI responses.
-    space : {"fsaverage5", "volume", "unknown"}
+    space : {"fsaverage5", "fsaverage6", "volume", "native_volume", "unknown"}
         Where the response columns live (see :data:`ResponseSpace`).
     response_is_trimmed : bool
         True when the response file already holds only the kept rows (Huth
@@ -54,6 +61,9 @@ class Run:
         The file that declared ``space`` (``brainenc.json``, the manifest, a
         ``space-fsaverage5`` file name), named when the responses contradict
         it; None when the space was not declared.
+    cleaning : ResponseCleaning or None
+        Confound regression, detrending and filtering applied on loading
+        (:mod:`brainenc.io.confounds`); None for the responses as stored.
     """
 
     subject: str
@@ -69,6 +79,7 @@ class Run:
     space: ResponseSpace = "unknown"
     response_is_trimmed: bool = True
     space_source: Path | None = None
+    cleaning: object | None = None
 
     def __post_init__(self):
         if self.modality not in MODALITIES:
@@ -115,6 +126,30 @@ class Dataset:
     def subjects(self) -> list[str]:
         """Subjects in order of first appearance."""
         return list(dict.fromkeys(run.subject for run in self.runs))
+
+    def with_cleaning(self, cleaning) -> "Dataset":
+        """This dataset with every run's responses cleaned on loading by ``cleaning``
+        (a :class:`~brainenc.io.confounds.ResponseCleaning`; None or an inactive one
+        leaves them as stored)."""
+        from brainenc.io.confounds import check_cleaning
+
+        if cleaning is not None and not cleaning.active:
+            cleaning = None
+        check_cleaning(self.runs, cleaning)
+        runs = [replace(run, cleaning=cleaning) for run in self.runs]
+        return replace(self, runs=runs)
+
+    def default_test_runs(self, subject: str) -> dict[str, list[str]]:
+        """Test runs the layout holds out by default, per modality (runs of ``subject`` only).
+
+        The Huth layout names its repeated test story (``wheretheressmoke``) in
+        ``meta["default_test_runs"]``; a modality without default test runs is
+        split leave-one-run-out.
+        """
+        names = {m: {run.name for run in self.runs_for(subject, m)}
+                 for m in self.meta.get("default_test_runs", {})}
+        return {m: list(runs) for m, runs in self.meta.get("default_test_runs", {}).items()
+                if runs and set(runs) <= names[m]}
 
     def runs_for(self, subject: str, modality: str | None = None) -> list[Run]:
         """Runs of one subject (optionally one modality), in dataset order."""

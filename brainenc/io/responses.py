@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from brainenc.errors import BrainencInputError, BrainencInputWarning
-from brainenc.io.dataset import Run
+from brainenc.io.dataset import SURFACE_VERTICES, Run
 
 HDF5_SUFFIXES = (".hf5", ".h5")
 NUMPY_SUFFIXES = (".npy",)
@@ -159,18 +159,19 @@ def check_response_space(run: Run, n_voxels: int,
         Columns of the run's response matrix.
     columns_per_file : list of int or None
         Columns of each response file; for a GIFTI pair each hemisphere must
-        hold 10 242 fsaverage5 vertices.
+        hold the vertices of one hemisphere of the run's fsaverage mesh.
 
     Raises
     ------
     BrainencInputError
-        ``run.space`` is ``fsaverage5`` but the columns are not 20 484 (10 242
-        per hemisphere); the error names ``run.space_source``, the file that
+        ``run.space`` is an fsaverage mesh (``fsaverage5``: 20 484 columns,
+        10 242 per hemisphere; ``fsaverage6``: 2 × 40 962) but the columns
+        are not its vertices; the error names ``run.space_source``, the file that
         declared the space.
     """
-    if run.space != "fsaverage5":
+    if run.space not in SURFACE_VERTICES:
         return
-    per_hemisphere = FSAVERAGE5_HEMISPHERE_VERTICES
+    per_hemisphere = SURFACE_VERTICES[run.space]
     expected = 2 * per_hemisphere
     files = [Path(p).name for p in run.response_paths]
     if columns_per_file is not None and len(columns_per_file) == 2:
@@ -186,7 +187,7 @@ def check_response_space(run: Run, n_voxels: int,
     declares = ("its name declares" if source in tuple(Path(p) for p in run.response_paths)
                 else "declares")
     raise BrainencInputError(
-        source, f"{declares} space fsaverage5 ({expected:,} vertices: {per_hemisphere:,} per "
+        source, f"{declares} space {run.space} ({expected:,} vertices: {per_hemisphere:,} per "
         f"hemisphere) but {held}".replace(",", " ")
     )
 
@@ -206,6 +207,8 @@ def load_responses(run: Run, dtype=np.float32) -> np.ndarray:
     Returns
     -------
     ndarray of shape (run.n_trs, n_voxels)
+        After the run's cleaning (confounds, detrending, high-pass filter;
+        :mod:`brainenc.io.confounds`) when ``run.cleaning`` is set.
 
     Raises
     ------
@@ -253,6 +256,10 @@ def load_responses(run: Run, dtype=np.float32) -> np.ndarray:
         kept.append(values)
         first_column += values.shape[1]
     data = kept[0] if len(kept) == 1 else np.concatenate(kept, axis=1)
+    if run.cleaning is not None:
+        from brainenc.io.confounds import clean_run_responses
+
+        data = clean_run_responses(data, run, run.cleaning)
     return np.ascontiguousarray(data)
 
 

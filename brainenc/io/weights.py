@@ -45,6 +45,8 @@ class WeightsWriter:
     delays : sequence of int
     attrs : dict
         File attributes (subject, feature space, response space, model).
+    modalities : sequence of str
+        The training modalities whose models are stored (both by default).
 
     Examples
     --------
@@ -53,8 +55,9 @@ class WeightsWriter:
     """
 
     def __init__(self, path: str | Path, n_features: int, delays: Sequence[int], n_voxels: int,
-                 attrs: dict):
+                 attrs: dict, modalities: Sequence[str] = MODALITIES):
         self.path = Path(path)
+        self.modalities = tuple(modalities)
         self.n_features, self.delays, self.n_voxels = int(n_features), list(delays), int(n_voxels)
         self.attrs = attrs
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -70,7 +73,7 @@ class WeightsWriter:
         f.create_dataset("voxels", data=np.arange(self.n_voxels, dtype=np.int64))
         shape = (self.n_features, len(self.delays), self.n_voxels)
         chunks = (self.n_features, len(self.delays), min(CHUNK_VOXELS, self.n_voxels))
-        for modality in MODALITIES:
+        for modality in self.modalities:
             f.create_dataset(f"{modality}/weights", shape=shape, dtype=np.float32, chunks=chunks)
             f.create_dataset(f"{modality}/alphas", shape=(self.n_voxels,), dtype=np.float64,
                              fillvalue=np.nan)
@@ -116,8 +119,9 @@ class WeightsFile:
                 self.delays = f["delays"][()]
                 self.features = f["features"][()]
                 self.voxels = f["voxels"][()]
-                self.shape = f["story/weights"].shape
-        except (OSError, KeyError) as exc:
+                self.modalities = tuple(m for m in MODALITIES if m in f)
+                self.shape = f[f"{self.modalities[0]}/weights"].shape
+        except (OSError, KeyError, IndexError) as exc:
             raise BrainencInputError(self.path, f"cannot read as a brainenc weights file ({exc})") from exc
         if self.attrs.get("format") != FORMAT:
             raise BrainencInputError(self.path, f"attribute 'format' is {self.attrs.get('format')!r}, "
@@ -134,6 +138,9 @@ class WeightsFile:
     def _check_modality(self, modality: str) -> None:
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        if modality not in self.modalities:
+            raise BrainencInputError(self.path, f"holds no {modality} models (its models were "
+                                                f"trained on {' and '.join(self.modalities)})")
 
     def weights(self, modality: str, voxels: slice | Sequence[int] | np.ndarray = slice(None)) -> np.ndarray:
         """Weights of the models trained on ``modality``: (features, delays, selected voxels).
@@ -158,7 +165,7 @@ class WeightsFile:
         return self.weights(modality, voxels).astype(np.float64).mean(axis=1)
 
     def alphas(self, modality: str) -> np.ndarray:
-        """The alpha of each voxel (median over the fold models)."""
+        """The alpha of each voxel (median over the fold models, a value of the grid)."""
         self._check_modality(modality)
         with h5py.File(self.path, "r") as f:
             return f[f"{modality}/alphas"][()]

@@ -319,7 +319,7 @@ def plot_principal_angles(dimensions: SharedDimensions) -> Figure:
     ax.set_ylim(0, 90)
     ax.set_xlabel("pair of principal vectors (smallest angle first)")
     ax.set_ylabel("principal angle (degrees)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.set_title(f"{dimensions.subject} · {dimensions.feature_space}: story vs movie weight "
                  "subspaces", fontsize=10)
     return figure
@@ -845,7 +845,7 @@ def plot_partition_summary(partition: PartitionResult) -> Figure:
     hist.axvline(0.0, color="black", linewidth=0.6)
     hist.set_xlabel("held-out R² (0.5th–99.5th percentile shown)")
     hist.set_ylabel("voxels")
-    hist.legend(fontsize=8, frameon=False)
+    hist.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.suptitle(f"{partition.subject} · {partition.modality}: variance partition over the "
                     f"{int(keep.sum())} voxels with joint R² > 0", fontsize=11)
     return figure

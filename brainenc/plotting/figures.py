@@ -67,7 +67,7 @@ def direction_summaries(result: TransferResult) -> dict[str, DirectionSummary]:
     q = float(result.settings.get("fdr_q", np.nan))
     return {
         d: stored[d] if d in stored else summarize_direction(d, result.r[d], result.significant[d], q)
-        for d in DIRECTIONS
+        for d in result.directions
     }
 
 
@@ -92,15 +92,17 @@ def transfer_category(result: TransferResult) -> np.ndarray:
 
 
 def plot_histograms(result: TransferResult, bins: int = 60) -> Figure:
-    """Distribution of r in each of the four directions, significant voxels highlighted
-    (for a cross-modal direction, those of its transfer map).
+    """Distribution of r in each direction, significant voxels highlighted (for a
+    cross-modal direction, those of its transfer map).
 
     Returns
     -------
     matplotlib.figure.Figure
-        Four axes (2 × 2), in the order of :data:`brainenc.results.DIRECTIONS`.
+        One axes per direction of the result (2 × 2 for the four directions), in
+        the order of :data:`brainenc.results.DIRECTIONS`.
     """
-    finite = [np.asarray(result.r[d], float) for d in DIRECTIONS]
+    directions = result.directions
+    finite = [np.asarray(result.r[d], float) for d in directions]
     finite = [r[np.isfinite(r)] for r in finite]
     pooled = np.concatenate(finite) if any(r.size for r in finite) else np.array([-1.0, 1.0])
     low, high = float(pooled.min()), float(pooled.max())
@@ -108,9 +110,13 @@ def plot_histograms(result: TransferResult, bins: int = 60) -> Figure:
         low, high = low - 0.5, high + 0.5
     edges = np.linspace(low, high, bins + 1)
 
-    figure = new_figure(9.0, 6.0)
-    axes = figure.subplots(2, 2, sharex=True).ravel()
-    for ax, direction in zip(axes, DIRECTIONS):
+    if len(directions) == 4:
+        figure = new_figure(9.0, 6.0)
+        axes = figure.subplots(2, 2, sharex=True).ravel()
+    else:
+        figure = new_figure(4.8 * len(directions), 3.4)
+        axes = np.atleast_1d(figure.subplots(1, len(directions), sharex=True))
+    for ax, direction in zip(axes, directions):
         r = np.asarray(result.r[direction], float)
         significant = result.map_significant(direction) & np.isfinite(r)
         defined = np.isfinite(r)
@@ -126,10 +132,16 @@ def plot_histograms(result: TransferResult, bins: int = 60) -> Figure:
             title = f"{n_defined} voxels, significance not tested"
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set_title(f"{direction_label(direction)}: {title}", fontsize=10)
-        ax.set_ylabel("voxels")
-        ax.legend(fontsize=8, frameon=False)
-    for ax in axes[2:]:
+        # a log scale keeps the few significant voxels of a large map visible
+        ax.set_yscale("log")
+        ax.set_ylabel("voxels (log scale)")
+    for ax in axes[-2:] if len(directions) == 4 else axes:
         ax.set_xlabel("prediction correlation r")
+    # one legend below the panels, never over the data
+    handles, labels = axes[0].get_legend_handles_labels()
+    if len(labels) == 2:
+        labels[1] = f"{labels[1]} (in each direction's colour)"
+    figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     figure.suptitle(result_label(result))
     return figure
 
@@ -169,14 +181,14 @@ def plot_transfer_scatter(result: TransferResult) -> Figure:
     """
     x = np.asarray(result.r["story_to_movie"], float)
     y = np.asarray(result.r["movie_to_story"], float)
-    figure = new_figure(5.6, 5.4)
+    figure = new_figure(7.4, 5.4)
     ax = figure.subplots()
     _scatter_by_category(ax, x, y, transfer_category(result))
     _identity_and_zero_lines(ax, *_limits(x, y))
     ax.set_xlabel("story → movie r (model trained on stories)")
     ax.set_ylabel("movie → story r (model trained on movies)")
-    ax.legend(fontsize=8, markerscale=3, loc="upper left", title="transfer significant",
-              title_fontsize=8)
+    ax.legend(fontsize=8, markerscale=3, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              title="transfer significant", title_fontsize=8, frameon=False)
     ax.set_title(f"Cross-modal transfer: {result_label(result)}", fontsize=10)
     return figure
 
@@ -203,8 +215,9 @@ def plot_within_vs_cross(result: TransferResult) -> Figure:
         _identity_and_zero_lines(ax, *_limits(x, y))
         ax.set_xlabel(f"{direction_label(within)} r (within modality)")
         ax.set_ylabel(f"{direction_label(cross)} r (cross-modal)")
-    axes[0].legend(fontsize=7, markerscale=3, loc="upper left", title="transfer significant",
-                   title_fontsize=7)
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=4,
+                  fontsize=7, markerscale=3, title="transfer significant", title_fontsize=7,
+                  frameon=False)
     figure.suptitle(f"Within-modality vs cross-modal prediction: {result_label(result)}")
     return figure
 
@@ -236,9 +249,9 @@ def category_scores(
         side is empty), by the Mann–Whitney rank formula.
     """
     labels = np.asarray(labels)
-    shape = (len(DIRECTIONS), n_categories)
+    shape = (len(result.directions), n_categories)
     mean_r, sem_r, auc = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
-    for i, direction in enumerate(DIRECTIONS):
+    for i, direction in enumerate(result.directions):
         r = np.asarray(result.r[direction], float)
         defined = np.isfinite(r)
         ranks = _scipy_stats.rankdata(r[defined])
@@ -268,22 +281,39 @@ def plot_ground_truth_summary(
     mean_r, sem_r, _ = category_scores(result, labels, len(names))
     figure = new_figure(max(6.0, 1.6 * len(names) + 2.0), 4.2)
     ax = figure.subplots()
-    width = 0.8 / len(DIRECTIONS)
+    directions = result.directions
+    width = 0.8 / len(directions)
     positions = np.arange(len(names))
-    for i, direction in enumerate(DIRECTIONS):
-        ax.bar(positions + (i - 1.5) * width, np.nan_to_num(mean_r[i]), width,
+    for i, direction in enumerate(directions):
+        ax.bar(positions + (i - (len(directions) - 1) / 2) * width, np.nan_to_num(mean_r[i]), width,
                yerr=np.nan_to_num(sem_r[i]), color=DIRECTION_COLORS[direction],
                label=direction_label(direction), capsize=2)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(positions, list(names))
     ax.set_ylabel("mean r")
     ax.set_xlabel("ground-truth category")
-    ax.legend(fontsize=8, frameon=False, ncols=2, loc="best")
+    figure.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8,
+                  frameon=False)
     ax.set_title(f"Prediction by ground-truth category: {result_label(result)}", fontsize=10)
     return figure
 
 
 # -- across feature spaces ----------------------------------------------------------------
+
+
+def _empty_reason(summary: DirectionSummary | None) -> str:
+    """Why a direction's bar is empty: not scored, not tested, or no significant voxel."""
+    if summary is None:
+        return "not scored"
+    if summary.n_significant is None:
+        return "not tested"
+    return "none significant"
+
+
+def _empty_bar_label(ax, x: float, text: str) -> None:
+    """Write ``text`` upright where a bar would be, so that an empty bar reads as such."""
+    ax.annotate(text, (x, 0.0), xytext=(0, 3), textcoords="offset points", rotation=90,
+                ha="center", va="bottom", fontsize=7, color="#555555")
 
 
 def plot_feature_space_comparison(results: Sequence[TransferResult]) -> Figure:
@@ -298,20 +328,24 @@ def plot_feature_space_comparison(results: Sequence[TransferResult]) -> Figure:
     figure = new_figure(10.0, 4.2)
     axes = figure.subplots(1, 2)
     width = 0.8 / len(results)
-    positions = np.arange(len(DIRECTIONS))
+    directions = [d for d in DIRECTIONS if any(d in result.r for result in results)]
+    positions = np.arange(len(directions))
     colors = [f"C{i}" for i in range(len(results))]
     for k, (result, color) in enumerate(zip(results, colors)):
         summaries = map_summaries(result)
-        fraction = [summaries[d].fraction_significant for d in DIRECTIONS]
-        mean_sig = [summaries[d].mean_r_significant for d in DIRECTIONS]
         offset = (k - (len(results) - 1) / 2) * width
-        axes[0].bar(positions + offset, np.nan_to_num(fraction), width, color=color,
-                    label=result_label(result))
-        axes[1].bar(positions + offset, np.nan_to_num(mean_sig), width, color=color)
+        for ax, key in zip(axes, ("fraction_significant", "mean_r_significant")):
+            values = [getattr(summaries[d], key) if d in summaries else np.nan for d in directions]
+            ax.bar(positions + offset, np.nan_to_num(values), width, color=color,
+                   label=result_label(result) if key == "fraction_significant" else None)
+            for x, d, value in zip(positions + offset, directions, values):
+                if not np.isfinite(value) or (key == "fraction_significant" and value == 0):
+                    _empty_bar_label(ax, x, _empty_reason(summaries.get(d)))
     for ax, ylabel in zip(axes, ("fraction of voxels significant", "mean r of significant voxels")):
-        ax.set_xticks(positions, [direction_label(d) for d in DIRECTIONS], fontsize=8)
+        ax.set_xticks(positions, [direction_label(d) for d in directions], fontsize=8)
         ax.set_ylabel(ylabel)
-        for index, direction in enumerate(DIRECTIONS):
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        for index, direction in enumerate(directions):
             if direction in CROSS:
                 ax.axvspan(index - 0.45, index + 0.45, color="#f3efe0", zorder=0)
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",

@@ -1,4 +1,4 @@
-"""A self-contained HTML report of one or more transfer analyses, with its figures.
+"""An HTML report of one or more transfer analyses, with its figures as PNG files beside it.
 
 Layout written into ``out_dir``::
 
@@ -33,6 +33,7 @@ from brainenc.errors import BrainencInputError
 from brainenc.io.atomic import write_text_atomic
 from brainenc.plotting import figures as figs
 from brainenc.plotting import surface
+from brainenc.plotting.interactive import write_surface_viewer
 from brainenc.results import (
     CROSS,
     DIRECTIONS,
@@ -72,6 +73,8 @@ class _Section:
     result: TransferResult
     maps: list[tuple[str, str]] = field(default_factory=list)  # (relative path, caption)
     map_note: str | None = None
+    flat_maps: list[tuple[str, str]] = field(default_factory=list)
+    viewers: list[tuple[str, str]] = field(default_factory=list)  # (relative path, label)
     plots: list[tuple[str, str]] = field(default_factory=list)
     ground_truth_table: str | None = None
     ground_truth_note: str | None = None
@@ -125,32 +128,37 @@ def _surface_inputs(result: TransferResult) -> tuple[dict[str, np.ndarray] | Non
     direction, in its transfer map), and the two cross r (NaN where neither transfer map
     holds the vertex); every r of a result not tested for significance; or why there are
     none."""
+    directions = result.directions
     if result.tested:
-        significant = {d: result.map_significant(d) for d in DIRECTIONS}
+        significant = {d: result.map_significant(d) for d in directions}
     else:
-        significant = {d: np.ones(result.n_voxels, dtype=bool) for d in DIRECTIONS}
-    either_cross = significant["story_to_movie"] | significant["movie_to_story"]
-    per_voxel = {d: np.where(significant[d], result.r[d], np.nan) for d in DIRECTIONS}
-    per_voxel["x"] = np.where(either_cross, result.r["story_to_movie"], np.nan)
-    per_voxel["y"] = np.where(either_cross, result.r["movie_to_story"], np.nan)
+        significant = {d: np.ones(result.n_voxels, dtype=bool) for d in directions}
+    per_voxel = {d: np.where(significant[d], result.r[d], np.nan) for d in directions}
+    if result.cross_modal:
+        either_cross = significant["story_to_movie"] | significant["movie_to_story"]
+        per_voxel["x"] = np.where(either_cross, result.r["story_to_movie"], np.nan)
+        per_voxel["y"] = np.where(either_cross, result.r["movie_to_story"], np.nan)
     keys = list(per_voxel)
     projected, note = surface.surface_values(result, np.stack([per_voxel[k] for k in keys]),
                                              f"the maps of {figs.result_label(result)}")
     return (None, note) if projected is None else (dict(zip(keys, projected)), None)
 
 
-def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, section: _Section) -> None:
+def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, section: _Section,
+                 interactive: bool = True) -> None:
     inputs, note = _surface_inputs(result)
     section.map_note = note
     if inputs is None:
+        _pycortex_figures(result, fig_dir, slug, dpi, section)
         return
     summaries = figs.map_summaries(result)
-    significant_values = np.concatenate([np.abs(inputs[d][np.isfinite(inputs[d])]) for d in DIRECTIONS])
-    # One colour scale for the four directions, so that their maps compare.
+    directions = result.directions
+    significant_values = np.concatenate([np.abs(inputs[d][np.isfinite(inputs[d])]) for d in directions])
+    # One colour scale for every direction, so that their maps compare.
     vmax = float(np.percentile(significant_values, 99)) if significant_values.size else 0.1
     vmax = vmax if vmax > 0 else 0.1
-    q = summaries[DIRECTIONS[0]].fdr_q
-    for direction in DIRECTIONS:
+    q = summaries[directions[0]].fdr_q
+    for direction in directions:
         s = summaries[direction]
         transfer = result.tested and direction in result.transfer_significant
         if not result.tested:
@@ -176,6 +184,18 @@ def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, sec
             caption = (f"r, {figs.direction_label(direction)}; vertices not significant after FDR "
                        "show the sulcal background")
         section.maps.append((f"{FIGURE_DIR}/{name}", caption))
+        flat_name = f"{slug}_r_{direction}_flat.png"
+        figs.save_figure(surface.plot_fsaverage5(inputs[direction], title=title, vmax=vmax, flat=True,
+                                                 colorbar_label="r"), fig_dir / flat_name, dpi=dpi)
+        section.flat_maps.append((f"{FIGURE_DIR}/{flat_name}",
+                                  f"{figs.direction_label(direction)}, on nilearn's flattened "
+                                  "fsaverage5 (the medial wall is cut out)"))
+        if interactive:
+            viewer = f"{slug}_viewer_{direction}.html"
+            write_surface_viewer(inputs[direction], fig_dir / viewer, title, vmax)
+            section.viewers.append((f"{FIGURE_DIR}/{viewer}", figs.direction_label(direction)))
+    if not result.cross_modal:
+        return
     figure = surface.plot_fsaverage5_2d(
         inputs["x"], inputs["y"],
         title=f"{figs.result_label(result)}: cross-modal transfer in both directions",
@@ -187,13 +207,61 @@ def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, sec
                                                if result.tested else "every vertex (not tested)")))
 
 
+def _map_title_and_caption(result: TransferResult, direction: str) -> tuple[str, str]:
+    summary = figs.map_summaries(result)[direction]
+    transfer = result.tested and direction in result.transfer_significant
+    label = figs.direction_label(direction)
+    if not result.tested:
+        return (f"{figs.result_label(result)}: {label} (not tested for significance)",
+                f"r, {label}, every voxel: significance was not tested (--no-significance)")
+    counted = (f"{summary.n_significant} {'transfer ' if transfer else ''}significant, "
+               f"FDR q = {summary.fdr_q:g}")
+    kind = "transfer map" if transfer else "FDR-significant voxels"
+    return (f"{figs.result_label(result)}: {label} ({counted})",
+            f"r, {label}, {kind}; other voxels show the cortex's curvature")
+
+
+def _pycortex_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int,
+                      section: _Section) -> None:
+    """Flatmaps of the subject's own cortex when its pycortex database is in the dataset."""
+    import matplotlib.pyplot as plt
+
+    from brainenc.plotting import pycortex_maps
+
+    subject = pycortex_maps.huth_pycortex_subject(result)
+    if subject is None:
+        return
+    if not pycortex_maps.pycortex_available():
+        section.map_note = (f"The dataset holds the pycortex database of {result.subject} "
+                            f"({subject.filestore}); install pycortex for flatmaps of the subject's "
+                            "cortex: pip install 'brainenc[pycortex]'.")
+        return
+    section.map_note = None
+    shown = {d: np.where(result.map_significant(d) if result.tested else True, result.r[d], np.nan)
+             for d in result.directions}
+    finite = np.concatenate([np.abs(v[np.isfinite(v)]) for v in shown.values()])
+    vmax = float(np.percentile(finite, 99)) if finite.size else 0.1
+    store = pycortex_maps.shadow_filestore(subject)
+    for direction in result.directions:
+        title, caption = _map_title_and_caption(result, direction)
+        figure = pycortex_maps.plot_pycortex_flatmap(shown[direction], subject, title,
+                                                     vmax=vmax or 0.1, filestore=store)
+        name = f"{slug}_r_{direction}_pycortex.png"
+        figs.save_figure(figure, fig_dir / name, dpi=dpi)
+        plt.close(figure)  # pycortex makes its figures through pyplot
+        section.maps.append((f"{FIGURE_DIR}/{name}", caption + f" (pycortex flatmap of "
+                             f"{subject.subject}, transform {subject.transform})"))
+
+
 def _plots(result: TransferResult, fig_dir: Path, slug: str, dpi: int, section: _Section) -> None:
-    for suffix, make, caption in (
-        ("histograms", figs.plot_histograms, "Distribution of r per direction; significant voxels in colour."),
-        ("scatter", figs.plot_transfer_scatter, "story → movie r against movie → story r, by significance."),
-        ("within_vs_cross", figs.plot_within_vs_cross,
-         "Within-modality against cross-modal r for each trained model."),
-    ):
+    plots = [("histograms", figs.plot_histograms,
+              "Distribution of r per direction; significant voxels in colour.")]
+    if result.cross_modal:
+        plots += [("scatter", figs.plot_transfer_scatter,
+                   "story → movie r against movie → story r, by significance."),
+                  ("within_vs_cross", figs.plot_within_vs_cross,
+                   "Within-modality against cross-modal r for each trained model.")]
+    for suffix, make, caption in plots:
         name = f"{slug}_{suffix}.png"
         figs.save_figure(make(result), fig_dir / name, dpi=dpi)
         section.plots.append((f"{FIGURE_DIR}/{name}", caption))
@@ -209,11 +277,12 @@ def _ground_truth_part(result, labels, names, fig_dir, slug, dpi, section) -> No
     section.plots.append((f"{FIGURE_DIR}/{name}", "Mean r (± s.e.m.) per ground-truth category."))
     mean_r, _, auc = figs.category_scores(result, labels, len(names))
     counts = np.bincount(labels, minlength=len(names))
-    header = "".join(f"<th>{_e(figs.direction_label(d))}<br>mean r</th><th>AUC</th>" for d in DIRECTIONS)
+    header = "".join(f"<th>{_e(figs.direction_label(d))}<br>mean r</th><th>AUC</th>"
+                     for d in result.directions)
     rows = []
     for c, label in enumerate(names):
         cells = "".join(f"<td>{format_r(mean_r[i, c])}</td><td>{format_r(auc[i, c])}</td>"
-                        for i in range(len(DIRECTIONS)))
+                        for i in range(len(result.directions)))
         rows.append(f"<tr><th>{_e(label)}</th><td>{counts[c]}</td>{cells}</tr>")
     section.ground_truth_table = (
         "<table><tr><th>category</th><th>voxels</th>" + header + "</tr>" + "".join(rows) + "</table>"
@@ -241,7 +310,7 @@ figcaption { font-size: .85em; color: #555; max-width: 560px; }
 
 def _summary_table(result: TransferResult) -> str:
     summaries = figs.direction_summaries(result)
-    entries = [(d, "cross" if d in CROSS else "within", summaries[d]) for d in DIRECTIONS]
+    entries = [(d, "cross" if d in CROSS else "within", summaries[d]) for d in result.directions]
     entries += [(s.direction, "transfer", s) for s in result.transfer_summaries]
     rows = []
     for d, kind, s in entries:
@@ -292,6 +361,19 @@ def _section_html(section: _Section, anchor: str) -> str:
     if section.map_note:
         parts.append(f"<p class='note'>{_e(section.map_note)}</p>")
     parts.extend(figure_html(p, c) for p, c in section.maps)
+    if section.flat_maps:
+        parts.append("<details><summary>Flat maps</summary>")
+        parts.extend(figure_html(p, c) for p, c in section.flat_maps)
+        parts.append("</details>")
+    if section.viewers:
+        parts.append("<details><summary>Interactive 3-D maps (NiiVue, offline)</summary>"
+                     "<p class='small'>Drag to rotate, scroll to zoom; each viewer is a "
+                     "standalone page in figures/ that opens without a network.</p>")
+        parts.extend(f"<figure><iframe src='{_e(p)}' title='{_e(label)}' loading='lazy' "
+                     f"width='560' height='420'></iframe><figcaption>{_e(label)} — "
+                     f"<a href='{_e(p)}'>open alone</a></figcaption></figure>"
+                     for p, label in section.viewers)
+        parts.append("</details>")
     parts.append("<h3>Distributions</h3>")
     parts.extend(figure_html(p, c) for p, c in section.plots)
     if section.ground_truth_table or section.ground_truth_note:
@@ -306,7 +388,8 @@ def _section_html(section: _Section, anchor: str) -> str:
 
 
 def _comparison_html(results: Sequence[TransferResult], figure_path: str) -> str:
-    header = "".join(f"<th>{_e(figs.direction_label(d))}</th>" for d in DIRECTIONS)
+    directions = [d for d in DIRECTIONS if any(d in result.r for result in results)]
+    header = "".join(f"<th>{_e(figs.direction_label(d))}</th>" for d in directions)
     tables = []
     for title, key, fmt in (
         ("Fraction of voxels significant", "fraction_significant", format_fraction),
@@ -316,7 +399,8 @@ def _comparison_html(results: Sequence[TransferResult], figure_path: str) -> str
         rows = []
         for result in results:
             summaries = figs.map_summaries(result)
-            cells = "".join(f"<td>{fmt(getattr(summaries[d], key))}</td>" for d in DIRECTIONS)
+            cells = "".join(f"<td>{fmt(getattr(summaries[d], key)) if d in summaries else '–'}</td>"
+                            for d in directions)
             rows.append(f"<tr><th class='label'>{_e(figs.result_label(result))}</th>{cells}</tr>")
         tables.append(f"<h3>{_e(title)}</h3><table><tr><th class='label'>result</th>{header}</tr>"
                       + "".join(rows) + "</table>")
@@ -370,6 +454,7 @@ def write_report(
     ground_truth: Any = None,
     dpi: int = 90,
     extra_sections: Sequence[ReportSection] = (),
+    interactive: bool = True,
 ) -> Path:
     """Write ``out_dir/report.html`` and its figures in ``out_dir/figures``.
 
@@ -391,6 +476,10 @@ def write_report(
         linked from the table of contents; e.g. those of
         :mod:`brainenc.plotting.analyses`, whose figures must already be in
         ``out_dir/figures``.
+    interactive : bool
+        Also write an interactive 3-D viewer per cortical map
+        (:mod:`brainenc.plotting.interactive`: standalone NiiVue pages, about
+        3.5 MB each, that open offline), shown in the report.
 
     Returns
     -------
@@ -406,10 +495,14 @@ def write_report(
     Notes
     -----
     Cortical maps show r of FDR-significant voxels (for the cross-modal
-    directions, of their transfer maps). They are drawn for
-    ``fsaverage5`` results, and for ``volume`` results whose mask is available
-    (projected with :func:`brainenc.plotting.surface.volume_to_fsaverage5`);
-    for ``unknown`` spaces the report says why there are none.
+    directions, of their transfer maps), in four views of the inflated
+    surface, on the flat surface and in an interactive viewer. They are drawn
+    for ``fsaverage5`` results, ``fsaverage6`` ones at the fsaverage5
+    vertices, and ``volume`` (MNI) results whose mask is available (projected
+    with :func:`brainenc.plotting.surface.volume_to_fsaverage5`); for
+    ``native_volume`` and ``unknown`` spaces the report says why there are
+    none. The report refers to its figures and viewers in ``figures/``
+    beside it.
     """
     results = list(results)
     extra_sections = list(extra_sections)
@@ -424,7 +517,7 @@ def write_report(
     sections = []
     for result, slug in zip(results, slugs):
         section = _Section(result)
-        _map_figures(result, fig_dir, slug, dpi, section)
+        _map_figures(result, fig_dir, slug, dpi, section, interactive)
         _plots(result, fig_dir, slug, dpi, section)
         if truth is not None:
             _ground_truth_part(result, truth[0], truth[1], fig_dir, slug, dpi, section)

@@ -37,7 +37,9 @@ PANELS: tuple[tuple[str, str], ...] = (
     ("left", "medial"),
     ("right", "medial"),
 )
-MESHES: tuple[str, ...] = ("inflated", "pial", "white_matter", "sphere")
+#: Panels of a flat map: nilearn's flattened fsaverage5 hemispheres (the cut medial wall left out).
+FLAT_PANELS: tuple[tuple[str, str], ...] = (("left", "flat"), ("right", "flat"))
+MESHES: tuple[str, ...] = ("inflated", "pial", "white_matter", "sphere", "flat")
 
 #: Corner colours of the 2-D transfer colour map at (x, y) = (0, 0), (1, 0), (0, 1), (1, 1):
 #: neither direction, story → movie only, movie → story only, both.
@@ -62,7 +64,9 @@ def _fsaverage5():
 def _sulcal_depth(mesh: str) -> dict[str, np.ndarray]:
     from nilearn import datasets
 
-    image = datasets.load_fsaverage_data(mesh="fsaverage5", mesh_type=mesh, data_type="sulcal")
+    # sulcal depth is a value per vertex, the same on every mesh of fsaverage5
+    mesh_type = "inflated" if mesh == "flat" else mesh
+    image = datasets.load_fsaverage_data(mesh="fsaverage5", mesh_type=mesh_type, data_type="sulcal")
     return {hemi: np.asarray(image.data.parts[hemi], dtype=float) for hemi in HEMISPHERES}
 
 
@@ -109,12 +113,15 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _surface_axes(figure: Figure, right_margin: float, top: float) -> list:
-    """Four axes in a 2 × 2 grid (see :data:`PANELS`) that leave room on the right."""
+def _surface_axes(figure: Figure, right_margin: float, top: float,
+                  panels: Sequence[tuple[str, str]] = PANELS) -> list:
+    """One axes per panel, two per row (:data:`PANELS`: a 2 × 2 grid; :data:`FLAT_PANELS`:
+    one row), leaving room on the right."""
+    n_rows = (len(panels) + 1) // 2
     width = (1.0 - right_margin) / 2
-    height = top / 2
+    height = top / n_rows
     axes = []
-    for index in range(len(PANELS)):
+    for index in range(len(panels)):
         row, col = divmod(index, 2)
         rect = (col * width, top - (row + 1) * height, width, height)
         ax = figure.add_axes(rect)
@@ -127,6 +134,9 @@ def _surface_axes(figure: Figure, right_margin: float, top: float) -> list:
 @functools.lru_cache(maxsize=4 * len(MESHES))
 def _projected_faces(mesh: str, hemi: str, view: str) -> tuple[np.ndarray, np.ndarray]:
     """The faces of one hemisphere seen from one side, in the order to paint them.
+
+    ``view="flat"`` (with the ``flat`` mesh) draws every face of the flattened
+    hemisphere in its plane.
 
     An orthographic view along the x axis: a lateral view of the left hemisphere
     (and a medial one of the right) looks from −x, the others from +x; up is +z,
@@ -144,6 +154,10 @@ def _projected_faces(mesh: str, hemi: str, view: str) -> tuple[np.ndarray, np.nd
     part = _mesh(mesh, hemi)
     coords = np.asarray(part.coordinates, dtype=float)
     faces = np.asarray(part.faces)
+    if view == "flat":
+        # the flat mesh lies in the x-y plane (its small z is the residue of flattening)
+        order = np.argsort(coords[faces].mean(axis=1)[:, 2], kind="stable")
+        return coords[:, :2][faces[order]], order
     toward_minus_x = (hemi == "left") == (view == "lateral")
     sign = -1.0 if toward_minus_x else 1.0
     screen = np.column_stack([sign * coords[:, 1], coords[:, 2]])
@@ -173,19 +187,27 @@ def _background_greys(sulcal: np.ndarray) -> np.ndarray:
     return np.column_stack([grey, grey, grey, np.ones_like(grey)])
 
 
-def _paint_panels(axes, mesh: str, face_colors) -> None:
+def _paint_panels(axes, mesh: str, face_colors, panels: Sequence[tuple[str, str]] = PANELS,
+                  shade: float = 0.0) -> None:
     """Paint every panel (see :data:`PANELS`): the faces turned toward the viewer, far to
     near, in the RGBA colours ``face_colors(hemi, faces)`` gives them (an array of shape
-    (n_faces, 4), or NaN rows for the sulcal-depth background)."""
+    (n_faces, 4), or NaN rows for the sulcal-depth background). ``shade`` (0–1) darkens the
+    coloured faces in the sulci by up to that fraction, so that the folding stays visible
+    under the data."""
     from matplotlib.collections import PolyCollection
 
     sulcal = _sulcal_depth(mesh)
-    for ax, (hemi, view) in zip(axes, PANELS):
+    for ax, (hemi, view) in zip(axes, panels):
         triangles, order = _projected_faces(mesh, hemi, view)
         faces = np.asarray(_mesh(mesh, hemi).faces)[order]
         colors = face_colors(hemi, faces)
         background = ~np.isfinite(colors).all(axis=1)
-        colors[background] = _background_greys(sulcal[hemi][faces].mean(axis=1))[background]
+        greys = _background_greys(sulcal[hemi][faces].mean(axis=1))
+        colors[background] = greys[background]
+        if shade:
+            # greys run from 0.9 (gyri) to 0.35 (deepest sulci): darken the data alike
+            depth = (0.9 - greys[~background, :1]) / 0.55
+            colors[~background, :3] *= 1.0 - shade * depth
         # without antialiasing, triangles that share an edge meet without seams through
         # which farther faces could show
         collection = PolyCollection(triangles, facecolors=colors, edgecolors="none",
@@ -198,7 +220,8 @@ def _paint_panels(axes, mesh: str, face_colors) -> None:
         ax.set_title(f"{hemi} {view}", fontsize=9)
 
 
-def _draw_panels(figure, axes, values, *, cmap, vmin, vmax, threshold, mesh, avg_method):
+def _draw_panels(figure, axes, values, *, cmap, vmin, vmax, threshold, mesh, avg_method,
+                 panels=PANELS, shade=0.0):
     """Paint every panel: face colours from ``values`` through ``cmap``; NaN faces and
     faces below ``threshold`` show the sulcal-depth background."""
     parts = _split(values)
@@ -213,7 +236,7 @@ def _draw_panels(figure, axes, values, *, cmap, vmin, vmax, threshold, mesh, avg
         colors[shown] = cmap(norm(face_values[shown]))
         return colors
 
-    _paint_panels(axes, mesh, face_colors)
+    _paint_panels(axes, mesh, face_colors, panels, shade)
 
 
 def plot_fsaverage5(
@@ -221,7 +244,7 @@ def plot_fsaverage5(
     title: str | None = None,
     vmax: float | None = None,
     threshold: float | None = None,
-    cmap: str | Colormap = "cold_hot",
+    cmap: str | Colormap = "RdBu_r",
     symmetric: bool = True,
     mesh: str = "inflated",
     colorbar_label: str | None = None,
@@ -229,6 +252,7 @@ def plot_fsaverage5(
     colorbar_ticks: Sequence[float] | None = None,
     colorbar_ticklabels: Sequence[str] | None = None,
     avg_method: str = "mean",
+    flat: bool = False,
 ) -> Figure:
     """Plot one value per fsaverage5 vertex: lateral and medial views of both hemispheres.
 
@@ -244,11 +268,14 @@ def plot_fsaverage5(
     threshold : float, optional
         Vertices with ``|value| < threshold`` show the background.
     cmap : str or Colormap
-        A nilearn colour-map name (``"cold_hot"``), a matplotlib one, or a
-        :class:`~matplotlib.colors.Colormap`.
+        A matplotlib colour-map name, a nilearn one (``"cold_hot"``), or a
+        :class:`~matplotlib.colors.Colormap`. The default ``"RdBu_r"`` is
+        diverging with a white zero, so that negative values read as
+        negative and small values stay visible against the grey background.
     symmetric : bool
         Colour scale from ``-vmax`` to ``vmax``; otherwise from ``vmin`` to ``vmax``.
     mesh : {"inflated", "pial", "white_matter", "sphere"}
+        Ignored with ``flat``.
     colorbar_label : str, optional
     vmin : float, optional
         Lower end of a non-symmetric colour scale; by default the smallest
@@ -260,11 +287,14 @@ def plot_fsaverage5(
         How a face's colour comes from its three vertices. ``"min"`` keeps it
         on the value of one of them: for categorical values (codes), whose
         mean would be an unrelated code.
+    flat : bool
+        Draw nilearn's flattened fsaverage5 hemispheres (:data:`FLAT_PANELS`)
+        instead of the four views of ``mesh``.
 
     Returns
     -------
     matplotlib.figure.Figure
-        Four surface panels (see :data:`PANELS`) and a colour bar.
+        Four surface panels (see :data:`PANELS`), or two flat ones, and a colour bar.
 
     Raises
     ------
@@ -292,12 +322,13 @@ def plot_fsaverage5(
         vmin = vmax - 1.0
     colormap = _resolve_cmap(cmap)
 
-    figure = _new_figure(8.0, 6.2)
-    top = 0.92 if title else 1.0
-    axes = _surface_axes(figure, right_margin=0.12, top=top)
-    _draw_panels(figure, axes, values, cmap=colormap, vmin=vmin, vmax=vmax,
-                 threshold=threshold, mesh=mesh, avg_method=avg_method)
-    cax = figure.add_axes((0.86, 0.25, 0.025, 0.5 * top))
+    panels = FLAT_PANELS if flat else PANELS
+    figure = _new_figure(8.0, 3.8 if flat else 6.2)
+    top = (0.86 if flat else 0.92) if title else 1.0
+    axes = _surface_axes(figure, right_margin=0.12, top=top, panels=panels)
+    _draw_panels(figure, axes, values, cmap=colormap, vmin=vmin, vmax=vmax, threshold=threshold,
+                 mesh="flat" if flat else mesh, avg_method=avg_method, panels=panels)
+    cax = figure.add_axes((0.86, 0.2 * top, 0.025, 0.6 * top))
     colorbar = figure.colorbar(ScalarMappable(Normalize(vmin, vmax), colormap), cax=cax)
     if colorbar_ticks is not None:
         colorbar.set_ticks(list(colorbar_ticks),
@@ -346,7 +377,8 @@ def plot_fsaverage5_2d(
     movie→story correlation. The colour map is sampled on an
     ``n_levels × n_levels`` grid; each vertex is drawn with the colour of its
     grid cell (nilearn colours faces through a 1-D colour map, so the cells are
-    numbered and listed in one).
+    numbered and listed in one), darkened in the sulci so that the folding of
+    the cortex stays visible under the colours.
 
     Parameters
     ----------
@@ -395,7 +427,7 @@ def plot_fsaverage5_2d(
     # "min" keeps a face on the colour of one of its vertices: averaging cell numbers
     # would produce an unrelated cell.
     _draw_panels(figure, axes, cell, cmap=palette, vmin=-0.5, vmax=n_levels**2 - 0.5,
-                 threshold=None, mesh=mesh, avg_method="min")
+                 threshold=None, mesh=mesh, avg_method="min", shade=0.45)
 
     legend = figure.add_axes((0.82, 0.38, 0.15, 0.15 * 9.0 / 6.2))
     square = bivariate_colors(*np.meshgrid(levels, levels, indexing="xy"), vmax)
@@ -503,9 +535,9 @@ def surface_values(reference: Any, values: np.ndarray,
     ----------
     reference : object with ``space`` and ``mask_path``
         The analysis (or a :class:`~brainenc.results.TransferResult` of the
-        same responses) whose voxels ``values`` follows: ``space`` is
-        ``"fsaverage5"``, ``"volume"`` or ``"unknown"``, ``mask_path`` the
-        brain mask of a volume.
+        same responses) whose voxels ``values`` follows: ``space`` is one of
+        :data:`brainenc.io.dataset.ResponseSpace`, ``mask_path`` the brain
+        mask of a volume.
     values : ndarray of shape (n_voxels,) or (n_maps, n_voxels)
     what : str
         Name of the values in error messages.
@@ -513,9 +545,10 @@ def surface_values(reference: Any, values: np.ndarray,
     Returns
     -------
     values : ndarray of shape (20484,) or (n_maps, 20484), or None
-        fsaverage5 values as they are, volume values projected with
-        :func:`volume_to_fsaverage5`; None when they cannot be placed on
-        the surface.
+        fsaverage5 values as they are, fsaverage6 values at the fsaverage5
+        vertices (:func:`fsaverage6_to_fsaverage5`), MNI volume values
+        projected with :func:`volume_to_fsaverage5`; None when they cannot be
+        placed on the surface (native-space volumes, unknown spaces).
     reason : str or None
         Why not (a sentence for a report), None when they can.
 
@@ -527,6 +560,9 @@ def surface_values(reference: Any, values: np.ndarray,
     """
     values = np.asarray(values, dtype=float)
     space, mask_path = reference.space, reference.mask_path
+    if space == "fsaverage6":
+        values = fsaverage6_to_fsaverage5(values)
+        space = "fsaverage5"
     if space == "fsaverage5":
         if values.ndim == 1:
             return check_fsaverage5(values, what), None
@@ -536,8 +572,32 @@ def surface_values(reference: Any, values: np.ndarray,
             return None, (f"Cortical maps skipped: the brain mask of this volume result "
                           f"({mask_path or 'none recorded'}) is not available.")
         return volume_to_fsaverage5(values, mask_path), None
+    if space == "native_volume":
+        return None, ("Cortical maps skipped: the responses are volumes in the subject's own space "
+                      "(e.g. fMRIPrep space-T1w), which cannot be projected onto fsaverage; the "
+                      "NIfTI maps under maps/ show them in that space (FSLeyes, nilearn).")
     return None, (f"Cortical maps skipped: response space is '{space}', which cannot "
                   "be placed on a cortical surface (e.g. ds003020 voxels need pycortex).")
+
+
+def fsaverage6_to_fsaverage5(values: np.ndarray) -> np.ndarray:
+    """fsaverage6 values (2 × 40 962 per map, left then right) at the fsaverage5 vertices.
+
+    The fsaverage meshes are successive subdivisions of one icosahedron, and
+    each keeps the vertices of the coarser one first, at the same positions:
+    vertex ``i < 10 242`` of a fsaverage6 hemisphere is vertex ``i`` of the
+    fsaverage5 hemisphere. The maps are drawn on fsaverage5 (shipped with
+    nilearn, so offline) at those vertices; the full-resolution values stay in
+    the result and its GIFTI maps.
+    """
+    values = np.asarray(values, dtype=float)
+    per_hemisphere = 40_962
+    if values.shape[-1] != 2 * per_hemisphere:
+        raise BrainencInputError(None, f"fsaverage6 values need {2 * per_hemisphere} columns (40 962 "
+                                       f"per hemisphere), got {values.shape[-1]}")
+    left = values[..., :N_VERTICES_PER_HEMISPHERE]
+    right = values[..., per_hemisphere:per_hemisphere + N_VERTICES_PER_HEMISPHERE]
+    return np.concatenate([left, right], axis=-1)
 
 
 def volume_to_fsaverage5(

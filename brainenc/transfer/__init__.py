@@ -44,6 +44,12 @@ Aligned pairs
     the analysed stimuli must agree, the result's settings keep both, and an
     unaligned space (a baseline) or one with unknown alignment is warned about.
 
+One modality
+    Story-only (or movie-only) data go through the same analysis restricted
+    to one modality (:func:`~brainenc.transfer.run.run_encoding`, ``brainenc
+    encode``): the same split, fits, scores and tests of the within direction,
+    which equal that direction of a transfer analysis of the same runs.
+
 Inside every fit, the regularisation of each voxel is chosen by
 leave-one-run-out cross-validation over the training runs.
 
@@ -73,7 +79,7 @@ from brainenc.transfer.models import (
     prepare_space,
 )
 from brainenc.transfer.plan import TransferPlan, plan_transfer
-from brainenc.transfer.run import analyse_spaces, run_transfer, run_transfers
+from brainenc.transfer.run import analyse_spaces, run_encoding, run_transfer, run_transfers
 
 __all__ = [
     "MIN_ALIGNMENT_FEATURES",
@@ -83,6 +89,7 @@ __all__ = [
     "TransferPlan",
     "VoxelwiseRidge",
     "analyse_spaces",
+    "run_encoding",
     "feature_space_pair",
     "load_modality",
     "plan_transfer",

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from brainenc.design import build_design
 from brainenc.encoding import FactoredDesign, VoxelwiseRidge
 from brainenc.errors import BrainencInputError, BrainencInputWarning
-from brainenc.io.dataset import MODALITIES, Run
+from brainenc.io.dataset import Run
 from brainenc.io.features import (
     ALIGNED_PAIR_ATTR,
     PAIR_ATTR,
@@ -135,7 +135,8 @@ class ModalityModels:
 
     ``factored[k]`` is the design of ``folds[k]``'s training runs; the fold
     models predict their own test runs (``X_tests[k]``) and, averaged, the
-    other modality's runs ``cross_idx`` (``X_cross``). ``chain`` holds the
+    other modality's runs ``cross_idx`` (``X_cross``; empty and None when one
+    modality is analysed). ``chain`` holds the
     models of the sequential within test (leave-one-run-out splits only).
     """
 
@@ -143,7 +144,7 @@ class ModalityModels:
     factored: list[FactoredDesign]
     X_tests: list[np.ndarray]
     cross_idx: list[int]
-    X_cross: np.ndarray
+    X_cross: np.ndarray | None
     chain: list[ChainStep]
 
     @property
@@ -159,7 +160,7 @@ def _chain_runs(folds: Folds) -> list[int]:
     return list(range(2, len(folds))) if leave_one_out else []
 
 
-def _factor_modality(designs: list[np.ndarray], cross_designs: list[np.ndarray], folds: Folds,
+def _factor_modality(designs: list[np.ndarray], cross_designs: list[np.ndarray] | None, folds: Folds,
                      cross_idx: list[int], model: VoxelwiseRidge, desc: str, progress: bool,
                      significance: bool) -> ModalityModels:
     """Factorise the training design of every fold, and of every step of the sequential
@@ -171,7 +172,7 @@ def _factor_modality(designs: list[np.ndarray], cross_designs: list[np.ndarray],
               leave=False) as bar:
         for train, _ in folds:
             factored.append(model.factor(np.concatenate([designs[i] for i in train]),
-                                         runs=[lengths[i] for i in train]))
+                                         groups=[lengths[i] for i in train]))
             bar.update()
         for j in chain_runs:
             earlier = list(range(j))
@@ -179,11 +180,11 @@ def _factor_modality(designs: list[np.ndarray], cross_designs: list[np.ndarray],
             if same:
                 chain.append(ChainStep(j, designs[j], fold=same[0]))
             else:
-                step = model.factor(np.concatenate(designs[:j]), runs=lengths[:j])
+                step = model.factor(np.concatenate(designs[:j]), groups=lengths[:j])
                 chain.append(ChainStep(j, designs[j], factored=step))
             bar.update()
     X_tests = [np.concatenate([designs[i] for i in test]) for _, test in folds]
-    X_cross = np.concatenate([cross_designs[i] for i in cross_idx])
+    X_cross = None if cross_designs is None else np.concatenate([cross_designs[i] for i in cross_idx])
     return ModalityModels(folds, factored, X_tests, cross_idx, X_cross, chain)
 
 
@@ -230,28 +231,32 @@ def prepare_space(plan: TransferPlan, features: str | FeatureSpace,
     dataset, options = plan.dataset, plan.options
     space = features if isinstance(features, FeatureSpace) else find_feature_space(
         features, dataset.feature_root)
-    pair = feature_space_pair(space, plan.runs)
-    designs = {m: load_designs(plan.runs[m], space, options.preset) for m in MODALITIES}
-    _warn_about_pair(pair, space)
+    pair = feature_space_pair(space, {m: plan.runs[m] for m in plan.modalities})
+    designs = {m: load_designs(plan.runs[m], space, options.preset) for m in plan.modalities}
+    if plan.cross_modal:
+        _warn_about_pair(pair, space)
     widths = {m: d[0].shape[1] for m, d in designs.items()}
-    if widths["story"] != widths["movie"]:
+    if len(set(widths.values())) > 1:
         raise BrainencInputError(
             space.root,
             f"story features have {widths['story']} delayed columns but movie features have "
             f"{widths['movie']}; transfer needs one feature space for both modalities",
         )
     n_delays = len(options.preset.delays)
-    _warn_if_few_features(widths["story"] // n_delays, space, options.significance)
+    n_features = widths[plan.modalities[0]]
+    if plan.cross_modal:
+        _warn_if_few_features(n_features // n_delays, space, options.significance)
     model = VoxelwiseRidge(alphas=options.alphas, score_func=options.score_func,
                            backend=options.backend, n_targets_batch=options.n_targets_batch,
                            warn_constant=False)
     models = {
-        m: _factor_modality(designs[m], designs[other_modality(m)], plan.folds[m], plan.cross_idx[m],
-                            model, f"{plan.subject} {space.name}: factor {m} designs", progress,
+        m: _factor_modality(designs[m], designs.get(other_modality(m)), plan.folds[m],
+                            plan.cross_idx.get(m, []), model,
+                            f"{plan.subject} {space.name}: factor {m} designs", progress,
                             options.significance)
-        for m in MODALITIES
+        for m in plan.modalities
     }
-    return SpaceModels(space, pair, designs, models, widths["story"], n_delays)
+    return SpaceModels(space, pair, designs, models, n_features, n_delays)
 
 
 @dataclass
@@ -262,22 +267,29 @@ class BatchPredictions:
     ----------
     within : ndarray
         The folds' held-out predictions, runs ``test_idx`` stacked.
-    across : ndarray
-        The mean model's predictions of the other modality's runs ``cross_idx``.
+    across : ndarray or None
+        The mean model's predictions of the other modality's runs ``cross_idx``
+        (None when one modality is analysed).
     coef_mean : ndarray
         The mean model's weights (delayed features × voxels): the model that
         predicts across modalities.
     chain : list of ndarray
         The sequential test's prediction of each step's run.
     alphas : ndarray
-        Median over folds of the selected alphas.
+        Median over folds of the selected alphas (a value of the grid, :func:`grid_median`).
     """
 
     within: np.ndarray
-    across: np.ndarray
+    across: np.ndarray | None
     coef_mean: np.ndarray
     chain: list[np.ndarray]
     alphas: np.ndarray
+
+
+def grid_median(alphas: np.ndarray) -> np.ndarray:
+    """Per voxel (column), the median of the fold models' alphas (rows) taken as the lower
+    middle value, so that it is always one of the alphas of the grid."""
+    return np.sort(alphas, axis=0)[(len(alphas) - 1) // 2]
 
 
 def predict_batch(plan: TransferPlan, space: SpaceModels, modality: str,
@@ -302,9 +314,11 @@ def predict_batch(plan: TransferPlan, space: SpaceModels, modality: str,
         coef = (coefs[step.fold] if step.fold is not None else
                 step.factored.solve(plan.stack_responses(modality, range(step.run), columns)).coef)
         chain.append(step.X_test @ coef)
-    batch = BatchPredictions(np.concatenate(within), models.X_cross @ coef_mean, coef_mean, chain,
-                             np.median(np.stack(alphas), axis=0))
+    across = None if models.X_cross is None else models.X_cross @ coef_mean
+    batch = BatchPredictions(np.concatenate(within), across, coef_mean, chain,
+                             grid_median(np.stack(alphas)))
     constant = plan.constant[columns]
     for pred in (batch.within, batch.across, *batch.chain):
-        pred[:, constant] = np.nan
+        if pred is not None:
+            pred[:, constant] = np.nan
     return batch

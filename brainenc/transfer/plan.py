@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainenc.checks import check_analysis_options
+from brainenc.checks import check_analysis_options, missing_runs_message
 from brainenc.design import get_preset, zscore_columns
 from brainenc.errors import BrainencInputError, BrainencInputWarning
 from brainenc.inference import default_max_lag
@@ -66,6 +66,9 @@ class TransferPlan:
         Z-scored float32 responses (TRs × voxels) of every run.
     constant : ndarray of bool
         Voxels constant in every run of a modality (scored NaN).
+    modalities : tuple of str
+        The modalities analysed: both (the four directions of a transfer
+        analysis) or one (its within-modality direction only).
     """
 
     dataset: Dataset
@@ -78,10 +81,24 @@ class TransferPlan:
     lags: dict[str, int] | None
     responses: dict[str, list[np.ndarray]]
     constant: np.ndarray
+    modalities: tuple[str, ...] = MODALITIES
 
     @property
     def n_voxels(self) -> int:
-        return int(self.responses["story"][0].shape[1])
+        return int(self.responses[self.modalities[0]][0].shape[1])
+
+    @property
+    def cross_modal(self) -> bool:
+        """Whether both modalities are analysed, so that models predict across them."""
+        return len(self.modalities) == 2
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """The directions scored: within each analysed modality, then across them."""
+        within = tuple(f"{m}_to_{m}" for m in self.modalities)
+        if not self.cross_modal:
+            return within
+        return within + tuple(f"{m}_to_{other_modality(m)}" for m in self.modalities)
 
     def run_lengths(self, modality: str) -> list[int]:
         return [len(Y) for Y in self.responses[modality]]
@@ -98,14 +115,25 @@ class TransferPlan:
     def split_settings(self) -> dict:
         """Run names of every fold and cross-modal test set, per training modality."""
         split = {}
-        for modality in MODALITIES:
+        for modality in self.modalities:
             names = [run.name for run in self.runs[modality]]
             split[modality] = {
-                "test_runs": [[names[i] for i in test] for _, test in self.folds[modality]],
-                "cross_test_runs": [self.runs[other_modality(modality)][i].name
-                                    for i in self.cross_idx[modality]],
-            }
+                "test_runs": [[names[i] for i in test] for _, test in self.folds[modality]]}
+            if self.cross_modal:
+                split[modality]["cross_test_runs"] = [self.runs[other_modality(modality)][i].name
+                                                      for i in self.cross_idx[modality]]
         return split
+
+
+def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+    """``modalities`` as a tuple in the canonical order: both, or one of them."""
+    if isinstance(modalities, str):
+        modalities = (modalities,)
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities or len(set(modalities)) != len(modalities):
+        raise BrainencInputError(None, f"modalities must be one or both of {list(MODALITIES)}, "
+                                       f"each once; got {list(modalities)}")
+    return tuple(m for m in MODALITIES if m in modalities)
 
 
 def _select_runs(runs: list[Run], names: Sequence[str] | None, modality: str) -> list[int] | None:
@@ -222,7 +250,7 @@ def _check_max_lag(runs: dict[str, list[Run]], lags: dict[str, int], explicit: b
 
 def _warn_about_one_step(runs: dict[str, list[Run]], chosen: dict[str, list[int] | None]) -> None:
     """With 3 runs, the sequential within test rests on one run and a model of two."""
-    few = [f"{m} ({len(runs[m])} runs)" for m in MODALITIES
+    few = [f"{m} ({len(runs[m])} runs)" for m in runs
            if chosen[m] is None and len(runs[m]) == 3]
     if few:
         warnings.warn(
@@ -266,10 +294,13 @@ def plan_transfer(
     fdr_q: float = 0.05,
     backend: str = "auto",
     n_targets_batch: int = 20000,
+    modalities: Sequence[str] = MODALITIES,
 ) -> TransferPlan:
     """Check the options and the split of one subject, and load its responses.
 
-    Parameters are those of :func:`brainenc.transfer.run_transfer`. Everything
+    Parameters are those of :func:`brainenc.transfer.run_transfer`; ``modalities``
+    names the modalities analysed (both, or one for a within-modality analysis,
+    :func:`brainenc.transfer.run_encoding`). Everything
     that can fail on the options or the runs fails here, before any feature
     is read or any model fitted.
 
@@ -283,20 +314,28 @@ def plan_transfer(
     alpha_grid = np.asarray(alphas if alphas is not None else design_preset.alphas, dtype=float)
     options = AnalysisOptions(design_preset, alpha_grid, score_func, bool(significance), max_lag,
                               float(fdr_q), backend, int(n_targets_batch))
-    runs = {m: dataset.runs_for(subject, m) for m in MODALITIES}
-    for modality in MODALITIES:
+    modalities = check_modalities(modalities)
+    runs = {m: dataset.runs_for(subject, m) for m in modalities}
+    for modality in modalities:
         if not runs[modality]:
-            raise ValueError(f"subject {subject} has no {modality} runs in {dataset.root}")
+            raise BrainencInputError(dataset.root, missing_runs_message(dataset, subject, modality))
+    defaults = {m: names for m, names in dataset.default_test_runs(subject).items() if m in modalities}
+    test_runs = {**defaults, **(test_runs or {})}
+    unused = sorted(m for m, names in test_runs.items() if names is not None and m not in modalities)
+    if unused:
+        raise BrainencInputError(None, f"test runs are named for {unused}, which this analysis "
+                                       f"does not use (it analyses {' and '.join(modalities)})")
     chosen = {m: _select_runs(runs[m], None if test_runs is None else test_runs.get(m), m)
-              for m in MODALITIES}
-    folds = {m: _outer_folds(runs[m], chosen[m], m, subject, dataset.root) for m in MODALITIES}
-    for modality in MODALITIES:
+              for m in modalities}
+    folds = {m: _outer_folds(runs[m], chosen[m], m, subject, dataset.root) for m in modalities}
+    for modality in modalities:
         check_repeats_split(runs[modality], chosen[modality], modality, subject, dataset.root)
     cross_idx = {}
-    for modality in MODALITIES:
-        other = other_modality(modality)
-        cross_idx[modality] = (chosen[other] if chosen[other] is not None
-                               else list(range(len(runs[other]))))
+    if len(modalities) == 2:
+        for modality in modalities:
+            other = other_modality(modality)
+            cross_idx[modality] = (chosen[other] if chosen[other] is not None
+                                   else list(range(len(runs[other]))))
     if max_lag is not None and not significance:
         raise BrainencInputError(None, "--max-lag sets the lags of the significance tests; it has no "
                                        "effect with --no-significance")
@@ -304,14 +343,14 @@ def plan_transfer(
     if lags is not None:
         _check_max_lag(runs, lags, explicit=max_lag is not None)
         _warn_about_one_step(runs, chosen)
-    responses = {m: load_modality_responses(runs[m]) for m in MODALITIES}
-    n_voxels = {m: responses[m][0].shape[1] for m in MODALITIES}
-    if n_voxels["story"] != n_voxels["movie"]:
+    responses = {m: load_modality_responses(runs[m]) for m in modalities}
+    n_voxels = {m: responses[m][0].shape[1] for m in modalities}
+    if len(set(n_voxels.values())) > 1:
         raise BrainencInputError(
             runs["movie"][0].response_paths[0],
             f"has {n_voxels['movie']} voxels but the story runs have {n_voxels['story']}",
         )
-    constant = _constant_voxels(responses["story"]) | _constant_voxels(responses["movie"])
+    constant = np.any([_constant_voxels(responses[m]) for m in modalities], axis=0)
     if constant.any():
         warnings.warn(
             f"{int(constant.sum())} voxels of subject {subject} are constant in every run of a "
@@ -319,4 +358,4 @@ def plan_transfer(
             stacklevel=3,
         )
     return TransferPlan(dataset, subject, options, runs, chosen, folds, cross_idx, lags,
-                        responses, constant)
+                        responses, constant, modalities)

@@ -34,9 +34,9 @@ def _weights_writer(plan: TransferPlan, space: SpaceModels, path: Path) -> Weigh
     model = ("mean of the leave-one-run-out fold models (the model applied across modalities)"
              if leave_one_out else "the model trained on the training runs")
     attrs = {"subject": plan.subject, "feature_space": space.name,
-             "space": plan.runs["story"][0].space, "model": model}
+             "space": plan.runs[plan.modalities[0]][0].space, "model": model}
     return WeightsWriter(path, space.n_features // space.n_delays,
-                         list(plan.options.preset.delays), plan.n_voxels, attrs)
+                         list(plan.options.preset.delays), plan.n_voxels, attrs, plan.modalities)
 
 
 def analyse_spaces(plan: TransferPlan, spaces: Sequence[SpaceModels], *,
@@ -60,7 +60,8 @@ def analyse_spaces(plan: TransferPlan, spaces: Sequence[SpaceModels], *,
     if len(set(names)) != len(names):
         raise BrainencInputError(None, f"feature spaces must be distinct, got {names}")
     weights_paths = dict(weights_paths or {})
-    scores = {name: VoxelScores.empty(plan.n_voxels) for name in names}
+    scores = {name: VoxelScores.empty(plan.n_voxels, plan.directions, plan.modalities)
+              for name in names}
     with contextlib.ExitStack() as stack:
         writers = {space.name: stack.enter_context(_weights_writer(plan, space, Path(weights_paths[space.name])))
                    for space in spaces if space.name in weights_paths}
@@ -69,10 +70,10 @@ def analyse_spaces(plan: TransferPlan, spaces: Sequence[SpaceModels], *,
             noise = batch_noise(plan, columns)
             predictions = {}
             for space in spaces:
-                predicted = {m: predict_batch(plan, space, m, columns) for m in MODALITIES}
+                predicted = {m: predict_batch(plan, space, m, columns) for m in plan.modalities}
                 score_batch(plan, space, predicted, noise, columns, scores[space.name])
                 if space.name in writers:
-                    for m in MODALITIES:
+                    for m in plan.modalities:
                         writers[space.name].write(m, columns, predicted[m].coef_mean, predicted[m].alphas)
                 # only a hook needs every space's predictions at once; without one, memory
                 # stays that of one space's batch however many spaces (layers) there are
@@ -140,6 +141,7 @@ def run_transfer(
     n_targets_batch: int = 20000,
     weights_path: str | Path | None = None,
     progress: bool = True,
+    modalities: Sequence[str] = MODALITIES,
 ) -> TransferResult:
     """Score encoding models within and across modalities, per voxel.
 
@@ -156,8 +158,11 @@ def run_transfer(
     alphas : sequence of float, optional
         Ridge grid; defaults to the preset's.
     test_runs : mapping, optional
-        ``{"story": [...], "movie": [...]}`` run names held out for testing.
-        Default: leave-one-run-out within each modality.
+        ``{"story": [...], "movie": [...]}`` run names held out for testing;
+        a modality mapped to None is split leave-one-run-out. Default: the
+        layout's default test runs (:meth:`~brainenc.io.dataset.Dataset.default_test_runs`:
+        the Huth layout's ``wheretheressmoke``), else leave-one-run-out within
+        each modality.
     score_func : {"correlation", "r2"}
         How the per-voxel alpha is chosen inside each fit.
     significance : bool
@@ -178,6 +183,9 @@ def run_transfer(
         Write the fitted weights there (``weights.h5``, :mod:`brainenc.io.weights`).
     progress : bool
         Show progress bars.
+    modalities : sequence of str
+        Both modalities (the default: four directions), or one of them for a
+        within-modality analysis (:func:`run_encoding`).
 
     Returns
     -------
@@ -185,7 +193,40 @@ def run_transfer(
     """
     plan = plan_transfer(dataset, subject, preset=preset, alphas=alphas, test_runs=test_runs,
                          score_func=score_func, significance=significance, max_lag=max_lag,
-                         fdr_q=fdr_q, backend=backend, n_targets_batch=n_targets_batch)
+                         fdr_q=fdr_q, backend=backend, n_targets_batch=n_targets_batch,
+                         modalities=modalities)
     space = prepare_space(plan, features, progress)
     paths = {space.name: weights_path} if weights_path is not None else None
     return analyse_spaces(plan, [space], weights_paths=paths, progress=progress)[0]
+
+
+def run_encoding(
+    dataset: Dataset,
+    subject: str,
+    features: str | FeatureSpace,
+    modality: str = "story",
+    **options,
+) -> TransferResult:
+    """Score encoding models within one modality, per voxel (story-only or movie-only data).
+
+    The analysis of :func:`run_transfer` restricted to ``modality``: the same
+    split, fits, scores, tests and FDR maps of its within-modality direction,
+    equal to that direction of :func:`run_transfer` on the same runs; no
+    cross-modal direction and no transfer map.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    subject : str
+    features : str or FeatureSpace
+    modality : {"story", "movie"}
+    **options
+        The options of :func:`run_transfer` (``test_runs`` names runs of
+        ``modality`` only).
+
+    Returns
+    -------
+    TransferResult
+        With the one direction ``"<modality>_to_<modality>"``.
+    """
+    return run_transfer(dataset, subject, features, modalities=(modality,), **options)

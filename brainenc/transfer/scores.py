@@ -10,6 +10,7 @@ test and the feature-correspondence test.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def batch_noise(plan: TransferPlan, columns: slice) -> dict[str, NoiseAutocovari
     return {m: NoiseAutocovariance.estimate(
                 plan.stack_responses(m, range(len(plan.runs[m])), columns), plan.run_lengths(m),
                 plan.lags[m])
-            for m in MODALITIES}
+            for m in plan.modalities}
 
 
 def within_test_data(plan: TransferPlan, space: SpaceModels, modality: str, batch: BatchPredictions,
@@ -71,32 +72,38 @@ class VoxelScores:
     alphas: dict[str, np.ndarray]
 
     @classmethod
-    def empty(cls, n_voxels: int) -> "VoxelScores":
+    def empty(cls, n_voxels: int, directions: tuple[str, ...] = DIRECTIONS,
+              modalities: tuple[str, ...] = MODALITIES) -> "VoxelScores":
         def nan_per(keys) -> dict[str, np.ndarray]:
             return {key: np.full(n_voxels, np.nan) for key in keys}
 
-        return cls(nan_per(DIRECTIONS), nan_per(DIRECTIONS), nan_per(DIRECTIONS), nan_per(CROSS),
-                   nan_per(MODALITIES))
+        cross = [d for d in directions if d in CROSS]
+        return cls(nan_per(directions), nan_per(directions), nan_per(directions), nan_per(cross),
+                   nan_per(modalities))
 
 
 def score_batch(plan: TransferPlan, space: SpaceModels, predictions: dict[str, BatchPredictions],
                 noise: dict[str, NoiseAutocovariance] | None, columns: slice,
                 scores: VoxelScores) -> None:
-    """Score the voxels ``columns`` of one space in all four directions (and test them when
-    ``noise`` is given), from each training modality's predictions."""
-    for modality in MODALITIES:
+    """Score the voxels ``columns`` of one space in every direction of the plan (and test
+    them when ``noise`` is given), from each training modality's predictions."""
+    for modality in plan.modalities:
         other = other_modality(modality)
         models, batch = space.models[modality], predictions[modality]
         scores.alphas[modality][columns] = batch.alphas
         within, cross = f"{modality}_to_{modality}", f"{modality}_to_{other}"
-        for direction, pred, target, runs in ((within, batch.within, modality, models.test_idx),
-                                              (cross, batch.across, other, models.cross_idx)):
+        targets = [(within, batch.within, modality, models.test_idx)]
+        if plan.cross_modal:
+            targets.append((cross, batch.across, other, models.cross_idx))
+        for direction, pred, target, runs in targets:
             Y = plan.stack_responses(target, runs, columns)
             scores.r[direction][columns], scores.r2[direction][columns] = prediction_scores(pred, Y)
         if noise is None:
             continue
         parts = within_test_data(plan, space, modality, batch, columns)
         scores.z[within][columns] = combined_zscores(plan, modality, parts, noise[modality], columns)
+        if not plan.cross_modal:
+            continue
         scores.z[cross][columns] = combined_zscores(plan, other, [(batch.across, models.cross_idx)],
                                                     noise[other], columns)
         Y_other = plan.stack_responses(other, models.cross_idx, columns)
@@ -109,27 +116,35 @@ def _significance(scores: VoxelScores, fdr_q: float, tested: bool) -> dict:
     """p-values, FDR masks and summaries of every direction and of the transfer maps (no
     transfer summaries when nothing was tested)."""
     r = scores.r
-    pvalues = {d: one_sided_pvalues(scores.z[d]) for d in DIRECTIONS}
-    significant = {d: fdr_bh(pvalues[d], q=fdr_q) for d in DIRECTIONS}
-    alignment_p = {d: one_sided_pvalues(scores.alignment_z[d]) for d in CROSS}
+    directions = list(r)
+    cross = [d for d in directions if d in CROSS]
+    pvalues = {d: one_sided_pvalues(scores.z[d]) for d in directions}
+    significant = {d: fdr_bh(pvalues[d], q=fdr_q) for d in directions}
+    alignment_p = {d: one_sided_pvalues(scores.alignment_z[d]) for d in cross}
     transfer_p = {}
-    for d in CROSS:
+    for d in cross:
         train = split_direction(d)[0]
         transfer_p[d] = conjunction_pvalues(pvalues[f"{train}_to_{train}"], pvalues[d], alignment_p[d])
-    transfer_sig = {d: fdr_bh(transfer_p[d], q=fdr_q) for d in CROSS}
+    transfer_sig = {d: fdr_bh(transfer_p[d], q=fdr_q) for d in cross}
     return dict(
         pvalues=pvalues, significant=significant, alignment_pvalues=alignment_p,
         transfer_pvalues=transfer_p, transfer_significant=transfer_sig,
-        summaries=[summarize_direction(d, r[d], significant[d], fdr_q, tested) for d in DIRECTIONS],
-        transfer_summaries=([summarize_direction(d, r[d], transfer_sig[d], fdr_q) for d in CROSS]
+        summaries=[summarize_direction(d, r[d], significant[d], fdr_q, tested) for d in directions],
+        transfer_summaries=([summarize_direction(d, r[d], transfer_sig[d], fdr_q) for d in cross]
                             if tested else []),
     )
+
+
+def _cleaning_settings(plan: TransferPlan) -> dict | None:
+    """How the responses were cleaned on loading (None: as stored)."""
+    cleaning = plan.runs[plan.modalities[0]][0].cleaning
+    return None if cleaning is None else cleaning.settings()
 
 
 def _settings(plan: TransferPlan, space: SpaceModels) -> dict:
     options = plan.options
     split = plan.split_settings()
-    for modality in MODALITIES:
+    for modality in plan.modalities:
         names = [run.name for run in plan.runs[modality]]
         split[modality]["sequential_test"] = [
             {"train_runs": names[:step.run], "test_run": names[step.run]}
@@ -142,11 +157,13 @@ def _settings(plan: TransferPlan, space: SpaceModels) -> dict:
         "significance": options.significance,
         "max_lag": plan.lags,
         "fdr_q": options.fdr_q,
-        "feature_space_path": str(space.space.root),
-        "aligned_pair": space.pair.aligned,
-        "pair": space.pair.description,
+        "feature_space_path": str(Path(space.space.root).resolve()),
+        "modalities": list(plan.modalities),
+        "cleaning": _cleaning_settings(plan),
+        **({"aligned_pair": space.pair.aligned, "pair": space.pair.description}
+           if plan.cross_modal else {}),
         "n_features": space.n_features,
-        "dataset": str(plan.dataset.root),
+        "dataset": str(Path(plan.dataset.root).resolve()),
         "layout": plan.dataset.layout,
         "split": split,
         "held_out": ("named test runs" if any(c is not None for c in plan.chosen.values())
@@ -154,13 +171,13 @@ def _settings(plan: TransferPlan, space: SpaceModels) -> dict:
         "within_test": {m: None if not options.significance else
                         "held-out test runs" if plan.chosen[m] is not None else
                         "sequential: each run from the third predicted by the runs before it"
-                        for m in MODALITIES},
+                        for m in plan.modalities},
     }
 
 
 def transfer_result(plan: TransferPlan, space: SpaceModels, scores: VoxelScores) -> TransferResult:
     """The :class:`TransferResult` of a space whose voxels have all been scored."""
-    first = plan.runs["story"][0]
+    first = plan.runs[plan.modalities[0]][0]
     return TransferResult(
         subject=plan.subject,
         feature_space=space.name,
@@ -169,7 +186,7 @@ def transfer_result(plan: TransferPlan, space: SpaceModels, scores: VoxelScores)
         z=scores.z,
         alphas=scores.alphas,
         space=first.space,
-        mask_path=None if first.mask_path is None else str(first.mask_path),
+        mask_path=None if first.mask_path is None else str(Path(first.mask_path).resolve()),
         settings=_settings(plan, space),
         **_significance(scores, plan.options.fdr_q, plan.options.significance),
     )

@@ -46,7 +46,8 @@ def detect_layout(path: str | Path) -> str:
     )
 
 
-def load_dataset(path: str | Path, feature_root: str | Path | None = None) -> Dataset:
+def load_dataset(path: str | Path, feature_root: str | Path | None = None,
+                 cleaning=None) -> Dataset:
     """Discover the runs of the dataset at ``path``.
 
     Parameters
@@ -57,6 +58,11 @@ def load_dataset(path: str | Path, feature_root: str | Path | None = None) -> Da
     feature_root : path-like or None
         Folder holding the feature spaces; default ``<path>/features`` (for a
         manifest file, ``features/`` beside it).
+    cleaning : ResponseCleaning, optional
+        Confound regression, detrending and high-pass filtering of every run's
+        responses on loading (:mod:`brainenc.io.confounds`; BIDS/fMRIPrep
+        confounds files). Every run's confounds are read here, so a missing or
+        unsuitable confounds file fails before any fit.
 
     Returns
     -------
@@ -67,4 +73,6 @@ def load_dataset(path: str | Path, feature_root: str | Path | None = None) -> Da
     dataset = readers[detect_layout(path)](path)
     if feature_root is not None:
         dataset.feature_root = Path(feature_root)
+    if cleaning is not None:
+        dataset = dataset.with_cleaning(cleaning)
     return dataset

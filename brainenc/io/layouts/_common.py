@@ -12,7 +12,7 @@ from brainenc.errors import BrainencInputError, warn_input
 from brainenc.io.dataset import Run
 from brainenc.timing import TRGrid
 
-SPACES = ("fsaverage5", "volume", "unknown")
+SPACES = ("fsaverage5", "fsaverage6", "volume", "native_volume", "unknown")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 FRAMES_TAG = "_frames"
 MISSING_CELLS = frozenset({"", "n/a"})

@@ -44,11 +44,12 @@ FMRIPREP_FOLDER = Path("derivatives") / "fmriprep"
 #: tell apart the outputs of one run.
 RUN_ENTITIES = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo")
 
-EXTENSIONS = (".func.gii", ".nii.gz", ".nii", ".json", ".tsv")
-SURFACE_SPACE = "fsaverage5"
+#: fsaverage meshes read as surfaces, in order of preference (``surface_space`` in
+#: ``brainenc.json`` picks one).
+SURFACE_SPACES = ("fsaverage5", "fsaverage6")
 PREFERRED_VOLUME_SPACE = "MNI152NLin2009cAsym"
 PREFER_CHOICES = ("surface", "volume")
-CONFIG_KEYS = ("prefer", "trim_start", "trim_end")
+CONFIG_KEYS = ("prefer", "surface_space", "trim_start", "trim_end")
 #: NIfTI ``xyzt_units`` time units, as :func:`~brainenc.io.layouts._common.check_tr` units.
 NIFTI_TIME_UNITS = {"sec": "s", "msec": "ms", "usec": "us"}
 
@@ -63,25 +64,25 @@ class BidsName:
 
 
 def parse_bids_name(filename: str) -> BidsName:
-    """Split ``sub-01_task-x_run-1_bold.nii.gz`` into its parts.
+    """Split ``sub-01_task-x_run-1_bold.nii.gz`` into its parts, with nilearn's BIDS parser
+    (:func:`nilearn.interfaces.bids.parse_bids_filename`).
 
     Entities are the ``key-value`` pieces in order; the suffix is a last piece
-    without ``-`` (``bold``, ``mask``, ``events``) or None.
+    without ``-`` (``bold``, ``mask``, ``events``) or None: the fMRIPrep 1.x
+    surface names end with an entity (``..._hemi-L.func.gii``), which nilearn
+    reads as a suffix and which is an entity here. The extension is lower-case,
+    with its leading dot.
     """
-    lower = filename.lower()
-    extension = next((ext for ext in EXTENSIONS if lower.endswith(ext)), None)
-    if extension is None:
-        extension = filename[filename.index("."):] if "." in filename else ""
-    stem = filename[: len(filename) - len(extension)]
-    entities: dict[str, str] = {}
-    suffix = None
-    pieces = stem.split("_")
-    for position, piece in enumerate(pieces):
-        if "-" in piece:
-            key, value = piece.split("-", 1)
-            entities[key] = value
-        elif position == len(pieces) - 1:
-            suffix = piece
+    from nilearn.interfaces.bids import parse_bids_filename
+
+    parsed = parse_bids_filename(filename)
+    entities = dict(parsed["entities"])
+    suffix = parsed["suffix"] or None
+    if suffix is not None and "-" in suffix:
+        key, value = suffix.split("-", 1)
+        entities[key] = value
+        suffix = None
+    extension = f".{parsed['extension']}" if parsed["extension"] else ""
     return BidsName(entities, suffix, extension.lower())
 
 
@@ -119,12 +120,16 @@ def read_bids(path: str | Path) -> Dataset:
     Notes
     -----
     The response of a run is its fsaverage5 surface pair when present, else
-    its ``desc-preproc`` volume with the matching ``desc-brain`` mask (an
-    ``MNI152NLin2009cAsym`` volume first when several exist), else another
-    surface pair (space ``unknown``); ``{"prefer": "volume"}`` in
-    ``brainenc.json`` puts the volume first. The number of volumes comes from
-    the response file headers; a ``space-fsaverage5`` pair must hold 10 242
-    vertices per hemisphere. The stimulus path is the one the events file names
+    its fsaverage6 pair, else its ``desc-preproc`` volume with the matching
+    ``desc-brain`` mask (an ``MNI152NLin2009cAsym`` volume first when several
+    exist), else another surface pair (space ``unknown``). In ``brainenc.json``,
+    ``{"prefer": "volume"}`` puts the volume first and ``{"surface_space":
+    "fsaverage6"}`` takes that mesh only. A volume's space is read from its
+    ``space-`` entity: a template (``MNI...``) gives space ``volume``, which
+    maps project onto fsaverage; any other (``T1w``) gives ``native_volume``,
+    kept in the subject's space (NIfTI maps only). The number of volumes comes
+    from the response file headers; a ``space-fsaverage5`` pair must hold
+    10 242 vertices per hemisphere, a ``space-fsaverage6`` pair 40 962. The stimulus path is the one the events file names
     (``stimuli/<stim_file>``), kept even when the file is absent (features may
     be precomputed). TRs outside 0.1–10 s are errors.
 
@@ -145,9 +150,13 @@ def read_bids(path: str | Path) -> Dataset:
             config_path, f"'prefer' must be one of {PREFER_CHOICES}, got {prefer!r}"
         )
     trims = tuple(_config_trim(config, name, config_path) for name in ("trim_start", "trim_end"))
+    surface_space = config.get("surface_space")
+    if surface_space is not None and surface_space not in SURFACE_SPACES:
+        raise BrainencInputError(
+            config_path, f"'surface_space' must be one of {SURFACE_SPACES}, got {surface_space!r}")
 
     made = [
-        _make_run(key, files, root, prefer, trims)
+        _make_run(key, files, root, prefer, trims, surface_space)
         for key, files in sorted(_collect_run_files(fmriprep).items())
     ]
     if not made:
@@ -212,10 +221,10 @@ def _add_once(files: dict, key, file: Path) -> None:
     files[key] = file
 
 
-def _make_run(key: tuple, files: _RunFiles, root: Path, prefer: str,
-              trims: tuple[int, int]) -> tuple[Run, "_Stimulus"]:
+def _make_run(key: tuple, files: _RunFiles, root: Path, prefer: str, trims: tuple[int, int],
+              surface_space: str | None = None) -> tuple[Run, "_Stimulus"]:
     entities = dict(key)
-    paths, mask, space = _choose_response(files, prefer)
+    paths, mask, space = _choose_response(files, prefer, surface_space)
     tr = _repetition_time(key, files, paths, root)
     stimulus = _find_stimulus(key, root, paths[0])
     shapes = read_response_shapes(paths, mask)
@@ -239,39 +248,48 @@ def _make_run(key: tuple, files: _RunFiles, root: Path, prefer: str,
         mask_path=mask,
         space=space,
         response_is_trimmed=False,
-        space_source=paths[0] if space == SURFACE_SPACE else None,
+        space_source=paths[0] if space in SURFACE_SPACES else None,
     )
     check_response_space(run, sum(columns for _, columns in shapes),
                          [columns for _, columns in shapes])
     return run, stimulus
 
 
-def _choose_response(files: _RunFiles, prefer: str) -> tuple[tuple[Path, ...], Path | None, str]:
+def volume_space(template: str | None) -> str:
+    """The response space of a volume whose ``space-`` entity is ``template``: ``volume``
+    for a template space (``MNI152...``, ``MNI305``...), whose coordinates fsaverage
+    shares, else ``native_volume`` (``T1w``, ``boldref``, none), which is not projected."""
+    return "volume" if template is not None and template.upper().startswith("MNI") else "native_volume"
+
+
+def _choose_response(files: _RunFiles, prefer: str, surface_space: str | None = None
+                     ) -> tuple[tuple[Path, ...], Path | None, str]:
     pairs = {variant: pair for variant, pair in files.surfaces.items()
              if "L" in pair and "R" in pair}
-    fsaverage5 = [(pair["L"], pair["R"]) for variant, pair in sorted(pairs.items())
-                  if dict(variant).get("space") == SURFACE_SPACE]
+    wanted = (surface_space,) if surface_space is not None else SURFACE_SPACES
+    meshes = [((pair["L"], pair["R"]), None, mesh) for mesh in wanted
+              for variant, pair in sorted(pairs.items()) if dict(variant).get("space") == mesh]
     other_surfaces = [(pair["L"], pair["R"]) for variant, pair in sorted(pairs.items())
-                      if dict(variant).get("space") != SURFACE_SPACE]
+                      if dict(variant).get("space") not in SURFACE_SPACES]
 
     def volume_rank(variant):
         space = dict(variant).get("space", "")
         return (space != PREFERRED_VOLUME_SPACE, not space.startswith("MNI152"), variant)
 
-    volumes = [(files.volumes[variant], files.masks[variant])
-               for variant in sorted(files.volumes, key=volume_rank) if variant in files.masks]
-
-    surface_choice = [(pair, None, "fsaverage5") for pair in fsaverage5]
-    volume_choice = [((bold,), mask, "volume") for bold, mask in volumes]
-    ordered = (surface_choice + volume_choice if prefer == "surface"
-               else volume_choice + surface_choice)
-    ordered += [(pair, None, "unknown") for pair in other_surfaces]
+    volume_choice = [((files.volumes[variant],), files.masks[variant],
+                      volume_space(dict(variant).get("space")))
+                     for variant in sorted(files.volumes, key=volume_rank) if variant in files.masks]
+    ordered = meshes + volume_choice if prefer == "surface" else volume_choice + meshes
+    if surface_space is None:
+        ordered += [(pair, None, "unknown") for pair in other_surfaces]
     if not ordered:
         found = ", ".join(p.name for p in files.all_files())
+        expected = (f"a space-{surface_space} hemi-L/hemi-R pair ('surface_space' in brainenc.json)"
+                    if surface_space is not None else "a hemi-L/hemi-R surface pair")
         raise BrainencInputError(
             files.directory,
-            f"no usable response for this run among {found}: expected a hemi-L/hemi-R "
-            "surface pair or a desc-preproc bold volume with its desc-brain mask",
+            f"no usable response for this run among {found}: expected {expected} "
+            "or a desc-preproc bold volume with its desc-brain mask",
         )
     return ordered[0]
 

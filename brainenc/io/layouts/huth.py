@@ -54,6 +54,11 @@ class _MovieSpec:
     stimulus_path: Path | None
 
 
+#: The story held out for testing in the Huth lab's analyses (presented repeatedly in the
+#: scanner); the default test story of a Huth-layout subject that has it.
+HUTH_TEST_STORY = "wheretheressmoke"
+
+
 def find_huth_derivative(root: str | Path) -> Path | None:
     """The ``derivative`` folder of a Huth layout rooted at ``root``, or None."""
     root = Path(root)
@@ -90,6 +95,10 @@ def read_huth(path: str | Path) -> Dataset:
     missing (features may be precomputed). Movie runs are declared under
     ``movies`` in ``brainenc.json``; the stimulus name of a movie is its key
     there and its stimulus path the declared ``frames``/``video`` file.
+
+    A subject with a story run named :data:`HUTH_TEST_STORY` has it as its
+    default test story (:meth:`~brainenc.io.dataset.Dataset.default_test_runs`);
+    its other stories are then the training stories.
 
     A response suffix spelled in another case (``.HF5``) is an error. Warnings
     (:class:`~brainenc.errors.BrainencInputWarning`) name the stories and
@@ -148,7 +157,8 @@ def read_huth(path: str | Path) -> Dataset:
     return Dataset(
         root=root, layout="huth", runs=sorted_runs(runs), preset="huth",
         feature_root=root / "features",
-        meta={"derivative": derivative, "respdict": story_volumes, "config": config},
+        meta={"derivative": derivative, "respdict": story_volumes, "config": config,
+              "default_test_runs": {"story": [HUTH_TEST_STORY]}},
     )
 
 
