@@ -31,7 +31,8 @@ def surface_viewer_html(values: np.ndarray, title: str, vmax: float | None = Non
     Parameters
     ----------
     values : ndarray of shape (20484,)
-        Left hemisphere then right; NaN vertices show the sulcal background.
+        Left hemisphere then right; NaN vertices show the sulcal background
+        (at least one must be finite).
     title : str
     vmax : float, optional
         The colour scale runs from ``-vmax`` to ``vmax`` (default: the largest
@@ -49,6 +50,8 @@ def surface_viewer_html(values: np.ndarray, title: str, vmax: float | None = Non
 
     values = check_fsaverage5(values)
     shown = np.isfinite(values)
+    if not shown.any():
+        raise ValueError("every value is NaN: an interactive map needs at least one vertex to show")
     data = np.where(shown, values, 0.0)
     if vmax is None:
         vmax = float(np.abs(data).max()) or 1.0
@@ -58,7 +61,7 @@ def surface_viewer_html(values: np.ndarray, title: str, vmax: float | None = Non
                          data={"left": data[:N_VERTICES_PER_HEMISPHERE],
                                "right": data[N_VERTICES_PER_HEMISPHERE:]})
     # vertices left out (NaN) are 0 here and fall below the threshold: they show the background
-    threshold = float(np.abs(values[shown]).min()) / 2 if shown.any() else 1e-12
+    threshold = float(np.abs(values[shown]).min()) / 2
     view = plotting.view_surf(surf_map=image, bg_map=sulcal, hemi="both", engine="niivue",
                               cmap=cmap, symmetric_cmap=True, vmax=vmax,
                               threshold=max(threshold, 1e-12), title=title)

@@ -190,7 +190,7 @@ def _map_figures(result: TransferResult, fig_dir: Path, slug: str, dpi: int, sec
         section.flat_maps.append((f"{FIGURE_DIR}/{flat_name}",
                                   f"{figs.direction_label(direction)}, on nilearn's flattened "
                                   "fsaverage5 (the medial wall is cut out)"))
-        if interactive:
+        if interactive and np.isfinite(inputs[direction]).any():  # an empty map needs no viewer
             viewer = f"{slug}_viewer_{direction}.html"
             write_surface_viewer(inputs[direction], fig_dir / viewer, title, vmax)
             section.viewers.append((f"{FIGURE_DIR}/{viewer}", figs.direction_label(direction)))
