@@ -162,3 +162,15 @@ def test_retrieval_metrics_perfect_and_reversed():
     assert worst["MdR"] == n and worst["MnR"] == n
     with pytest.raises(ValueError):
         retrieval_metrics(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_retrieval_refuses_non_finite_similarities(bad):
+    from brainenc.fusion.retrieval import bidirectional_retrieval, retrieval_ranks
+
+    similarity = torch.eye(4)
+    similarity[2, 2] = bad     # a NaN on the diagonal used to rank first and count as a hit
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(first at \(query, item\) \[\[2, 2\]\]"):
+        retrieval_ranks(similarity)
+    with pytest.raises(ValueError, match="cannot be ranked"):
+        bidirectional_retrieval(similarity)

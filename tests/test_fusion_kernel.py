@@ -268,6 +268,17 @@ def test_causal_self_block_skips_tiles_above_the_diagonal():
     assert lists.n_visited == 36  # of 64 tile pairs
 
 
+@pytest.mark.parametrize("length", [130, 129, 143, 144])
+def test_causal_tile_lists_with_a_partial_last_tile_stay_lower_triangular(length):
+    # the padding of the last key tile must not count as a key at position "minus infinity"
+    seg = torch.zeros(1, length, dtype=torch.int64, device=DEVICE)
+    codes = causal_table(torch.ones(1, 1, dtype=torch.bool)).to(DEVICE)
+    n_tiles = -(-length // 16)
+    lists = build_tile_lists(seg, seg, codes, 16, 16)
+    assert visited_pairs(lists, n_tiles) == {(0, t, u) for t in range(n_tiles) for u in range(t + 1)}
+    assert lists.n_visited == n_tiles * (n_tiles + 1) // 2       # 45 for 130 tokens
+
+
 @pytest.mark.parametrize("seed", [40, 41, 42])
 def test_causal_tile_lists_cover_every_allowed_entry(seed):
     gen = torch.Generator().manual_seed(seed)

@@ -30,12 +30,22 @@ def retrieval_ranks(similarity: torch.Tensor) -> torch.Tensor:
     torch.Tensor
         ``(Q,)`` int64 ranks in ``[1, Q]`` (1 is best); ties count against the
         query.
+
+    Raises
+    ------
+    ValueError
+        ``similarity`` is not square, is empty, or holds NaN or infinite values.
     """
     if similarity.dim() != 2 or similarity.shape[0] != similarity.shape[1]:
         raise ValueError(f"similarity must be square (Q, Q), got {tuple(similarity.shape)}")
     if similarity.shape[0] == 0:
         raise ValueError("similarity is empty")
     sim = similarity.detach()
+    if not torch.isfinite(sim).all():
+        bad = (~torch.isfinite(sim)).nonzero()[:3].tolist()
+        raise ValueError(f"similarity holds {int((~torch.isfinite(sim)).sum())} NaN or infinite "
+                         f"values (first at (query, item) {bad}); a NaN score cannot be ranked "
+                         "(it would compare false with every item and count as a hit)")
     correct = sim.diagonal()[:, None]
     return (sim >= correct).sum(dim=1).to(torch.int64)
 

@@ -83,9 +83,12 @@ def _tile_extreme(values: torch.Tensor, segment_ids: torch.Tensor, block: int, l
     batch, length = values.shape
     n_tiles = triton.cdiv(length, block)
     pad = n_tiles * block - length
-    fill = -1 if largest else torch.iinfo(torch.int64).max
-    masked = torch.where(segment_ids >= 0, values.long(), fill)
-    masked = torch.nn.functional.pad(masked, (0, pad), value=fill).view(batch, n_tiles, block)
+    # pad first with small exact values, then mask: F.pad takes its fill value as a float,
+    # and int64's largest value does not survive the round trip (it becomes INT64_MIN)
+    ids = torch.nn.functional.pad(segment_ids.long(), (0, pad), value=-1)
+    padded = torch.nn.functional.pad(values.long(), (0, pad), value=0)
+    fill = torch.full_like(padded, -1 if largest else torch.iinfo(torch.int64).max)
+    masked = torch.where(ids >= 0, padded, fill).view(batch, n_tiles, block)
     return masked.amax(-1) if largest else masked.amin(-1)
 
 
