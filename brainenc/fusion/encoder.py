@@ -162,6 +162,14 @@ class ModalityEncoder(nn.Module):
         """Number of layers."""
         return len(self.layers)
 
+    def _hooked_layer(self, hook_layer: int | None) -> int | None:
+        """The index of ``hook_layer`` among the layers (None: every layer)."""
+        if hook_layer is None:
+            return None
+        if not -self.n_layers <= hook_layer < self.n_layers:
+            raise ValueError(f"hook_layer {hook_layer} is out of range for {self.n_layers} layers")
+        return hook_layer % self.n_layers
+
     def forward(
         self,
         x: torch.Tensor,
@@ -169,6 +177,7 @@ class ModalityEncoder(nn.Module):
         tables: torch.Tensor | Sequence[torch.Tensor],
         update: torch.Tensor | Sequence[bool] | None = None,
         query_hook: QueryHook | None = None,
+        hook_layer: int | None = -1,
     ) -> torch.Tensor:
         """Run all layers.
 
@@ -185,7 +194,12 @@ class ModalityEncoder(nn.Module):
             ``(S,)`` segments the layers (and the final norm) update; the others
             pass through unchanged. Defaults to all segments.
         query_hook : callable, optional
-            Passed to every layer's attention.
+            Applied to the queries of the attention of layer ``hook_layer``
+            only (e.g. :meth:`brainenc.fusion.rollingq.RollingQ.query_hook`,
+            which rotates the CLS query of the layer it rebalances).
+        hook_layer : int or None
+            The layer the hook acts in (negative counts from the last; default
+            the last layer); None applies it in every layer.
 
         Returns
         -------
@@ -200,8 +214,10 @@ class ModalityEncoder(nn.Module):
                 raise ValueError(
                     f"expected one table or {self.n_layers} tables, got {len(per_layer)}"
                 )
-        for layer, table in zip(self.layers, per_layer):
-            x = layer(x, layout, table, update=update, query_hook=query_hook)
+        hooked = self._hooked_layer(hook_layer) if query_hook is not None else None
+        for index, (layer, table) in enumerate(zip(self.layers, per_layer)):
+            hook = query_hook if hook_layer is None or index == hooked else None
+            x = layer(x, layout, table, update=update, query_hook=hook)
         if self.norm is None:
             return x
         valid, change = _update_mask(layout, x.shape[1], update, x.device)

@@ -268,8 +268,11 @@ class RollingQ(nn.Module):
 
     Notes
     -----
-    Usage per epoch: pass :meth:`query_hook` to ``ModalityAttention.forward``;
-    for each training batch call :meth:`observe` with the *rotated* CLS
+    Usage per epoch: pass :meth:`query_hook` to the model's ``forward``
+    (``query_hook=rollingq.query_hook, hook_layer=k``: every attention model of
+    :mod:`brainenc.fusion.models` takes both and applies the hook in layer
+    ``k`` only, the layer whose CLS query is rebalanced; default the last), or
+    to ``ModalityAttention.forward`` of that layer; for each training batch call :meth:`observe` with the *rotated* CLS
     queries (e.g. :meth:`observe_attention`, which applies the current
     rotation); then :meth:`on_epoch_end`. The accumulators are local to the
     process: under data parallelism, reduce them across ranks before

@@ -203,13 +203,18 @@ class DualBranchTransformer(nn.Module):
         parts = [self.projectors[m](inputs[m], lengths.get(m)) for m in present]
         return torch.stack(parts).sum(dim=0)
 
-    def encode_common(self, common: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_common(self, common: torch.Tensor, query_hook=None,
+                      hook_layer: int | None = -1) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the two branches over given common tokens.
 
         Parameters
         ----------
         common : torch.Tensor
             ``(B, k, dim)`` common tokens (e.g. from :meth:`common_tokens`).
+        query_hook : callable, optional
+            Applied to the queries of layer ``hook_layer`` of the encoder
+            (see :meth:`brainenc.fusion.encoder.ModalityEncoder.forward`).
+        hook_layer : int or None
 
         Returns
         -------
@@ -228,13 +233,15 @@ class DualBranchTransformer(nn.Module):
         x = torch.cat([cls_a, tokens[:, :size_a], cls_b, tokens[:, size_a:]], dim=1)
         counts = torch.full((batch,), self.n_tokens, dtype=torch.int64, device=x.device)
         layout = dual_branch_layout(counts)
-        out = self.encoder(x, layout, self.table)
+        out = self.encoder(x, layout, self.table, query_hook=query_hook, hook_layer=hook_layer)
         return out[:, 0], out[:, 1 + size_a]
 
     def forward(
         self,
         inputs: Mapping[str, torch.Tensor | None],
         lengths: Mapping[str, torch.Tensor | None] | None = None,
+        query_hook=None,
+        hook_layer: int | None = -1,
     ) -> DualBranchOutput:
         """Predict labels and pseudo-labels from any subset of modalities.
 
@@ -242,12 +249,14 @@ class DualBranchTransformer(nn.Module):
         ----------
         inputs, lengths
             See :meth:`common_tokens`.
+        query_hook, hook_layer
+            See :meth:`encode_common`.
 
         Returns
         -------
         DualBranchOutput
             Label logits, pseudo-label logits and both CLS embeddings.
         """
-        emb_a, emb_b = self.encode_common(self.common_tokens(inputs, lengths))
+        emb_a, emb_b = self.encode_common(self.common_tokens(inputs, lengths), query_hook, hook_layer)
         return DualBranchOutput(self.head(emb_a), self.pseudo_head(emb_b), emb_a, emb_b)
 

@@ -83,7 +83,8 @@ class GsiT(TrimodalModel):
         self.register_buffer("fusion_table", self_only_table(len(SEQUENCE)), persistent=False)
 
     def fuse(
-        self, tokens: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]
+        self, tokens: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor],
+        hook: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         """Both interlaced encoders over ``[text | vision | audio]``, concatenated,
         then the self-only encoder; the last valid token of each modality."""
@@ -91,8 +92,8 @@ class GsiT(TrimodalModel):
         x, layout = pack_modalities([tokens[m] for m in SEQUENCE], seq_lengths, names=SEQUENCE)
         level1 = torch.cat(
             [
-                self.forward_encoder(x, layout, self.forward_table),
-                self.backward_encoder(x, layout, self.backward_table),
+                self.forward_encoder(x, layout, self.forward_table, **(hook or {})),
+                self.backward_encoder(x, layout, self.backward_table, **(hook or {})),
             ],
             dim=2,
         )
@@ -102,5 +103,5 @@ class GsiT(TrimodalModel):
             for p, n in zip(layout.unpack(level1), seq_lengths)
         ]
         x2, layout2 = pack_modalities(parts, seq_lengths, names=SEQUENCE)
-        out = layout2.unpack(self.fusion_encoder(x2, layout2, self.fusion_table))
+        out = layout2.unpack(self.fusion_encoder(x2, layout2, self.fusion_table, **(hook or {})))
         return {m: last_valid_token(o, n) for m, o, n in zip(SEQUENCE, out, seq_lengths)}

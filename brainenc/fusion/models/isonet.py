@@ -155,8 +155,15 @@ class MultimodalMLP(nn.Module):
             nn.Linear(hidden, n_classes),
         )
 
-    def forward(self, inputs: Inputs) -> torch.Tensor:
-        """Logits ``(B, n_classes)`` from per-modality ``(B, L_m, F_m)`` tokens."""
+    def forward(self, inputs: Inputs, query_hook=None, hook_layer: int | None = -1) -> torch.Tensor:
+        """Logits ``(B, n_classes)`` from per-modality ``(B, L_m, F_m)`` tokens.
+
+        ``query_hook`` and ``hook_layer`` are accepted so that every model of the
+        family takes the same arguments; an MLP has no attention queries, so a
+        hook is refused.
+        """
+        if query_hook is not None:
+            raise ValueError("MultimodalMLP has no attention: a query hook has nothing to act on")
         tokens = _ordered(inputs, self.names, "inputs")
         for m, t in zip(self.names, tokens):
             if tuple(t.shape[1:]) != self.in_shapes[m]:
@@ -239,9 +246,12 @@ class MultimodalTransformer(nn.Module):
         return [table.clone() for _ in range(self.n_layers)]
 
     def encode(
-        self, inputs: Inputs, lengths: Lengths = None, tables: Tables = None
+        self, inputs: Inputs, lengths: Lengths = None, tables: Tables = None,
+        query_hook=None, hook_layer: int | None = -1,
     ) -> tuple[torch.Tensor, ModalityLayout]:
-        """Encoder output ``(B, N, dim)`` over :attr:`segment_names` and its layout."""
+        """Encoder output ``(B, N, dim)`` over :attr:`segment_names` and its layout;
+        ``query_hook`` acts in layer ``hook_layer`` only
+        (:meth:`brainenc.fusion.encoder.ModalityEncoder.forward`)."""
         tokens = _ordered(inputs, self.names, "inputs")
         _check_tokens(tokens, self.names, self.in_dims)
         counts = _resolve_lengths(tokens, lengths, self.names)
@@ -253,7 +263,7 @@ class MultimodalTransformer(nn.Module):
         layout = ModalityLayout(self.segment_names, torch.stack(counts, dim=1))
         x = layout.pack(parts)
         per_layer = _per_layer(tables, self.base_tables(), len(self.segment_names))
-        return self.encoder(x, layout, per_layer), layout
+        return self.encoder(x, layout, per_layer, query_hook=query_hook, hook_layer=hook_layer), layout
 
     def modality_representations(
         self, inputs: Inputs, lengths: Lengths = None, tables: Tables = None
@@ -265,7 +275,8 @@ class MultimodalTransformer(nn.Module):
             for s, (m, part) in enumerate(zip(layout.names, layout.unpack(out)))
         }
 
-    def forward(self, inputs: Inputs, lengths: Lengths = None, tables: Tables = None) -> torch.Tensor:
+    def forward(self, inputs: Inputs, lengths: Lengths = None, tables: Tables = None,
+                query_hook=None, hook_layer: int | None = -1) -> torch.Tensor:
         """Logits ``(B, n_classes)``.
 
         Parameters
@@ -277,8 +288,13 @@ class MultimodalTransformer(nn.Module):
         tables : torch.Tensor or sequence of torch.Tensor, optional
             One ``(S, S)`` table for all layers or one per layer, over
             :attr:`segment_names`; default :meth:`base_tables`.
+        query_hook : callable, optional
+            Applied to the queries of layer ``hook_layer`` only (e.g.
+            :meth:`brainenc.fusion.rollingq.RollingQ.query_hook` on the CLS query).
+        hook_layer : int or None
+            Default: the last layer; None: every layer.
         """
-        out, layout = self.encode(inputs, lengths, tables)
+        out, layout = self.encode(inputs, lengths, tables, query_hook, hook_layer)
         if self.cls is not None:
             pooled = out[:, 0]
         else:
@@ -372,8 +388,10 @@ class HierarchicalTransformer(nn.Module):
         n_fusion = self.n_layers - self.n_unimodal_layers
         return [self_only_table(s)] * self.n_unimodal_layers + [full_table(s)] * n_fusion
 
-    def forward(self, inputs: Inputs, lengths: Lengths = None, tables: Tables = None) -> torch.Tensor:
-        """Logits ``(B, n_classes)``; arguments as in :meth:`MultimodalTransformer.forward`."""
+    def forward(self, inputs: Inputs, lengths: Lengths = None, tables: Tables = None,
+                query_hook=None, hook_layer: int | None = -1) -> torch.Tensor:
+        """Logits ``(B, n_classes)``; arguments as in :meth:`MultimodalTransformer.forward`
+        (the hook acts in the fusion encoder)."""
         tokens = _ordered(inputs, self.names, "inputs")
         _check_tokens(tokens, self.names, self.in_dims)
         counts = _resolve_lengths(tokens, lengths, self.names)
@@ -397,7 +415,8 @@ class HierarchicalTransformer(nn.Module):
         if self.fusion_encoder is None:
             pooled = [_masked_mean(p, layout.lengths[:, i]) for i, p in enumerate(layout.unpack(x))]
             return self.head(torch.cat(pooled, dim=1))
-        x = self.fusion_encoder(x, layout, per_layer[self.n_unimodal_layers :])
+        x = self.fusion_encoder(x, layout, per_layer[self.n_unimodal_layers :],
+                                query_hook=query_hook, hook_layer=hook_layer)
         valid = (layout.segment_ids(x.shape[1]) >= 0).to(x.dtype)
         pooled = (x * valid[:, :, None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
         return self.head(pooled)

@@ -193,9 +193,11 @@ class TrimodalModel(nn.Module):
         self.head = ResidualHead(6 * dim, out_dim, dropout)
 
     def fuse(
-        self, tokens: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]
+        self, tokens: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor],
+        hook: dict | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Pooled ``(B, 2 * dim)`` vector per modality from the embedded tokens."""
+        """Pooled ``(B, 2 * dim)`` vector per modality from the embedded tokens; ``hook``
+        (``query_hook`` and ``hook_layer``) goes to every encoder."""
         raise NotImplementedError
 
     def forward(
@@ -206,6 +208,8 @@ class TrimodalModel(nn.Module):
         text_lengths: torch.Tensor | None = None,
         audio_lengths: torch.Tensor | None = None,
         vision_lengths: torch.Tensor | None = None,
+        query_hook=None,
+        hook_layer: int | None = -1,
     ) -> torch.Tensor:
         """Predict from batch-first features.
 
@@ -216,6 +220,11 @@ class TrimodalModel(nn.Module):
         text_lengths, audio_lengths, vision_lengths : torch.Tensor, optional
             ``(B,)`` valid tokens per sample (0 for a missing modality);
             default: the full width.
+        query_hook : callable, optional
+            A query hook (:class:`~brainenc.fusion.attention.ModalityAttention`)
+            applied in layer ``hook_layer`` of every encoder of the model.
+        hook_layer : int or None
+            See :meth:`brainenc.fusion.encoder.ModalityEncoder.forward`.
 
         Returns
         -------
@@ -230,7 +239,8 @@ class TrimodalModel(nn.Module):
             m: embed_tokens(project(self.proj[m], raw[m]), lengths[m], self.embed_dropout)
             for m in MODALITIES
         }
-        pooled = self.fuse(tokens, lengths)
+        hook = {"query_hook": query_hook, "hook_layer": hook_layer} if query_hook is not None else {}
+        pooled = self.fuse(tokens, lengths, hook)
         return self.head(torch.cat([pooled[m] for m in MODALITIES], dim=1))
 
 
@@ -312,8 +322,10 @@ class MulT(TrimodalModel):
         source: str,
         tokens: dict[str, torch.Tensor],
         lengths: dict[str, torch.Tensor],
+        hook: dict | None = None,
     ) -> torch.Tensor:
-        """Target tokens after the (target, source) cross-modal transformer.
+        """Target tokens after the (target, source) cross-modal transformer
+        (``hook``: the ``query_hook`` and ``hook_layer`` of :meth:`forward`).
 
         Returns
         -------
@@ -326,19 +338,21 @@ class MulT(TrimodalModel):
             names=(target, source),
         )
         encoder = self.cross[f"{target}_from_{source}"]
-        out = encoder(x, layout, self.cross_table, update=self.cross_update)
+        out = encoder(x, layout, self.cross_table, update=self.cross_update, **(hook or {}))
         return layout.unpack(out)[0]
 
     def fuse(
-        self, tokens: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]
+        self, tokens: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor],
+        hook: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         """Each target's two cross-modal outputs, concatenated, through its
         self-attention stack; the last valid token of each stream."""
         pooled = {}
         for target in MODALITIES:
-            pair = [self.cross_modal(target, s, tokens, lengths) for s in MODALITIES if s != target]
+            pair = [self.cross_modal(target, s, tokens, lengths, hook)
+                    for s in MODALITIES if s != target]
             joint = embed_tokens(torch.cat(pair, dim=2), lengths[target], self.embed_dropout)
             x, layout = pack_modalities([joint], [lengths[target]], names=(target,))
-            out = self.self_attention[target](x, layout, self.self_table)
+            out = self.self_attention[target](x, layout, self.self_table, **(hook or {}))
             pooled[target] = last_valid_token(out, lengths[target])
         return pooled
