@@ -1,4 +1,5 @@
-"""Isolation analysis: each attention pathway's contribution to a decision.
+"""Isolation analysis: each attention pathway's contribution to a decision, and whether
+the decision combines modalities at all (:func:`modality_interaction`).
 
 A *group* is a set of ``(query, key)`` modality blocks, e.g. ``emg->emg``
 (unimodal) or ``emg->acc`` (EMG queries attend ACC keys: information flows
@@ -21,6 +22,8 @@ import torch.nn.functional as F
 from .layout import silence
 
 __all__ = [
+    "InteractionReport",
+    "modality_interaction",
     "IsolationReport",
     "default_groups",
     "isolation_analysis",
@@ -119,7 +122,14 @@ class IsolationReport:
     baseline_accuracy: float | None = None
 
     def cross_modal_share(self) -> float:
-        """Sum of the normalised contributions of the cross-modal groups."""
+        """Sum of the normalised contributions of the cross-modal groups.
+
+        A pathway measure: it says how much of the effect of silencing goes
+        through cross-modal blocks, which a model also uses to *route* one
+        modality's information through the other's tokens. It does not tell
+        an interaction of the modalities from a decision that reads one of
+        them: :func:`modality_interaction` does.
+        """
         mask = torch.tensor(self.cross_modal, dtype=torch.bool)
         return float(self.contribution[mask].sum())
 
@@ -255,3 +265,121 @@ def isolation_by_layer(model, inputs, labels=None, groups=None, measure="kl", le
         isolation_analysis(model, inputs, labels, groups, layers=i, measure=measure, lengths=lengths)
         for i in range(model.n_layers)
     ]
+
+
+@dataclass
+class InteractionReport:
+    """How much of a model's output depends on two modalities jointly.
+
+    Attributes
+    ----------
+    modalities : tuple of str
+        The two modalities ``(a, b)``.
+    interaction_share : float
+        ``E[h²] / (2 E[t²])`` (see :func:`modality_interaction`): 0 when the
+        output is a sum of a function of ``a`` and a function of ``b`` (no
+        interaction, e.g. a decision that reads one modality), 1 for a pure
+        product of the two, the mixture's share in between.
+    main_share : dict of str to float
+        Per modality ``m``, ``E[d_m²] / E[t²]`` with ``d_m`` the change of the
+        output when only ``m`` is swapped: 0 for a modality the output ignores,
+        1 for one it follows alone (and for each factor of a product).
+    n_pairs : int
+        Sample pairs averaged over.
+    """
+
+    modalities: tuple[str, str]
+    interaction_share: float
+    main_share: dict[str, float]
+    n_pairs: int
+
+
+def _centred_logits(model, inputs, lengths) -> torch.Tensor:
+    out = model(inputs) if lengths is None else model(inputs, lengths=lengths)
+    out = out.double()
+    # logits are defined up to a shift per sample: compare their centred values
+    return out - out.mean(dim=-1, keepdim=True)
+
+
+def _swap(mapping, modality: str, order: torch.Tensor):
+    if mapping is None:
+        return None
+    swapped = dict(mapping)
+    if swapped.get(modality) is not None:
+        swapped[modality] = swapped[modality][order]
+    return swapped
+
+
+@torch.no_grad()
+def modality_interaction(model, inputs: Mapping[str, torch.Tensor], modalities: tuple[str, str],
+                         lengths: Mapping[str, torch.Tensor] | None = None,
+                         n_permutations: int = 8, seed: int = 0) -> InteractionReport:
+    """Whether a model combines two modalities or uses them separately (or one alone).
+
+    For sample ``i`` and a partner ``j = π(i)`` from a random permutation, write
+    ``f(a, b)`` for the centred logits with modality ``a`` from one sample and
+    ``b`` from another. The interaction term is the double difference
+
+        h = f(a_i, b_i) − f(a_i, b_j) − f(a_j, b_i) + f(a_j, b_j)
+
+    which is exactly 0 for any output of the form ``g(a) + k(b)`` (and so for
+    a decision that reads one modality only), whatever the model's internal
+    routing; ``t = f(a_i, b_i) − f(a_j, b_j)`` is the total change. The share is
+    ``Σ‖h‖² / (2 Σ‖t‖²)`` over samples, partners and classes: 0 without
+    interaction, 1 for ``f = g(a) · k(b)`` with centred ``g``, ``k``
+    (Friedman and Popescu's H-statistic, with swapped samples as the reference
+    distribution). Unlike the silencing of attention blocks
+    (:func:`isolation_analysis`), it measures what the model computes, not
+    which pathways carry it: a model that routes one modality's information
+    through the other's tokens has pathway effects, but no interaction.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Called as ``model(inputs)`` (or ``model(inputs, lengths=lengths)``) and
+        returning logits ``(B, C)``; run in eval mode.
+    inputs : mapping of str to torch.Tensor
+        One batch, ``(B, ...)`` per modality.
+    modalities : (str, str)
+        The two modalities to swap.
+    lengths : mapping of str to torch.Tensor, optional
+        Valid tokens per modality (swapped with their modality).
+    n_permutations : int
+        Random pairings averaged over.
+    seed : int
+
+    Returns
+    -------
+    InteractionReport
+    """
+    a, b = modalities
+    for m in modalities:
+        if m not in inputs:
+            raise KeyError(f"no modality {m!r} in the inputs ({sorted(inputs)})")
+    batch = inputs[a].shape[0]
+    if batch < 2:
+        raise ValueError("the interaction needs at least 2 samples to swap")
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        f_ab = _centred_logits(model, inputs, lengths)
+        sum_h, sum_t, sum_a, sum_b, pairs = 0.0, 0.0, 0.0, 0.0, 0
+        for _ in range(n_permutations):
+            order = torch.randperm(batch, generator=gen).to(inputs[a].device)
+            f_a_bj = _centred_logits(model, _swap(inputs, b, order), _swap(lengths, b, order))
+            f_aj_b = _centred_logits(model, _swap(inputs, a, order), _swap(lengths, a, order))
+            f_aj_bj = f_ab[order]
+            h = f_ab - f_a_bj - f_aj_b + f_aj_bj
+            sum_h += float((h ** 2).sum())
+            sum_t += float(((f_ab - f_aj_bj) ** 2).sum())
+            sum_a += float(((f_ab - f_aj_b) ** 2).sum())
+            sum_b += float(((f_ab - f_a_bj) ** 2).sum())
+            pairs += batch
+    finally:
+        model.train(was_training)
+    scale = 2 * sum_t
+    if scale == 0:
+        nan = float("nan")
+        return InteractionReport((a, b), nan, {a: nan, b: nan}, pairs)
+    return InteractionReport((a, b), sum_h / scale, {a: sum_a / sum_t, b: sum_b / sum_t}, pairs)
