@@ -100,6 +100,58 @@ def _add_encode_parser(sub) -> None:
     _add_analysis_options(enc)
 
 
+def _add_task_parser(sub) -> None:
+    task = sub.add_parser("task", help="train, evaluate or isolate a model of the fusion core on a "
+                          "task (gestures, sentiment) described by a TOML spec",
+                          description="Tasks on the fusion core. SPEC is a TOML file naming the "
+                          "task, its data, model, training settings and seeds (docs/tasks.md).")
+    actions = task.add_subparsers(dest="task_action", required=True, metavar="ACTION")
+    train = actions.add_parser("train", help="train every seed (resuming interrupted ones), test "
+                               "the best epoch of each, summarise mean ± sd",
+                               description="Train the spec's model for each seed into OUT/seed-<k>/ "
+                               "(checkpoints, metrics.jsonl), test the best epoch, and write "
+                               "OUT/summary.json with the mean and sd over seeds.")
+    train.add_argument("spec", type=Path, help="task specification (.toml)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run of another spec in OUT (only a folder brainenc wrote)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate = actions.add_parser("eval", help="test metrics of the trained seeds",
+                                  description="Evaluate the best model of every seed on the test "
+                                  "data; --noise replaces one modality by matched noise (RollingQ's "
+                                  "noise test).")
+    evaluate.add_argument("spec", type=Path, help="task specification (.toml)")
+    evaluate.add_argument("--noise", default=None, metavar="MODALITY",
+                          help="replace this modality by noise of its mean and sd at test time")
+    isolate = actions.add_parser("isolate", help="pathway report per layer and interaction share "
+                                 "of the modalities",
+                                 description="For the best model of every seed: the isolation "
+                                 "report of each layer and the interaction share of the two "
+                                 "modalities on the test data (docs/isolation.md); writes "
+                                 "OUT/isolation.json.")
+    isolate.add_argument("spec", type=Path, help="task specification (.toml)")
+
+
+def _task(args) -> None:
+    from brainenc.tasks.runner import evaluate_task, isolate_task, train_task
+    from brainenc.tasks.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.task_action == "train":
+        summary = train_task(spec, overwrite=args.overwrite, progress=not args.quiet)
+        print(summary.format())
+        print(f"\nresults in {spec.out}")
+    elif args.task_action == "eval":
+        summary = evaluate_task(spec, noise=args.noise)
+        print(summary.format())
+    else:
+        report = isolate_task(spec)
+        for seed, entry in report.items():
+            shares = ", ".join(f"{m} {v:.3f}" for m, v in entry["main_share"].items())
+            print(f"seed {seed}: interaction share {entry['interaction_share']:.3f} "
+                  f"(main shares: {shares})")
+        print(f"\nreport in {spec.out / 'isolation.json'}")
+
+
 def _add_layers_parser(sub) -> None:
     layers = sub.add_parser("layers", help="the transfer analysis over every layer of a model",
                             description="Run the transfer analysis on every feature space whose "
@@ -228,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encode_parser(sub)
     _add_layers_parser(sub)
     _add_partition_parser(sub)
+    _add_task_parser(sub)
 
     ex = sub.add_parser("extract", help="features of a dataset's stimuli from a model, every layer",
                         description="Run story words (with context) and movie frames through a "
@@ -509,6 +562,8 @@ def _run(args) -> None:
         print(f"\nresults in {args.out}")
     elif args.command == "encode":
         _encode(args)
+    elif args.command == "task":
+        _task(args)
     elif args.command == "layers":
         _layers(args)
     elif args.command == "partition":

@@ -1,0 +1,112 @@
+"""``brainenc task train|eval|isolate`` on NinaPro DB2 files in the real format."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from brainenc.cli import main
+from brainenc.tasks.gestures import synthetic_recording, write_ninapro_db2
+from safety import assert_refused
+
+SPEC = """\
+task = "gestures"
+out = "run"
+seeds = [0, 1]
+
+[data]
+files = ["S1_E1_A1.mat"]
+window_ms = 100
+stride_ms = 50
+token_ms = 10
+
+[model]
+name = "{model}"
+{model_options}
+
+[train]
+epochs = 12
+lr = 3e-3
+patience = 12
+"""
+
+
+def _spec(root: Path, structure: str = "unimodal", model: str = "transformer",
+          model_options: str = "dim = 16\nn_layers = 2\nn_heads = 2", extra: str = "") -> Path:
+    recording = synthetic_recording(structure, n_movements=4, n_repetitions=6, movement_samples=600,
+                                    rest_samples=200, signal=1.5, seed=1)
+    write_ninapro_db2(root / "S1_E1_A1.mat", recording)
+    path = root / "spec.toml"
+    path.write_text(SPEC.format(model=model, model_options=model_options) + extra, encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_train_eval_isolate_on_planted_gestures(tmp_path, capsys):
+    spec = _spec(tmp_path)
+    assert main(["task", "train", str(spec), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # 4 movements: chance is 0.25; both seeds learn the planted EMG patterns
+    assert all(m["accuracy"] > 0.8 for m in summary["per_seed"].values()), summary
+    assert summary["mean"]["accuracy"] > 0.8 and "accuracy:" in printed and "±" in printed
+    for seed in (0, 1):
+        lines = (tmp_path / "run" / f"seed-{seed}" / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == 12 and "macro_f1" in json.loads(lines[0])
+    # the noise test: the planted information is in the EMG only
+    assert main(["task", "eval", str(spec), "--noise", "acc"]) == 0
+    kept = capsys.readouterr().out
+    assert main(["task", "eval", str(spec), "--noise", "emg"]) == 0
+    lost = capsys.readouterr().out
+    acc_kept = float(kept.split("accuracy:")[1].split("±")[0])
+    acc_lost = float(lost.split("accuracy:")[1].split("±")[0])
+    assert acc_kept > 0.8 and acc_lost < 0.45
+    assert main(["task", "isolate", str(spec)]) == 0
+    report = json.loads((tmp_path / "run" / "isolation.json").read_text())
+    for entry in report.values():
+        assert entry["interaction_share"] < 0.1 and entry["main_share"]["acc"] < 0.1
+        assert len(entry["layers"]) == 2
+
+
+def test_a_second_train_resumes_and_trains_nothing_more(tmp_path, capsys):
+    spec = _spec(tmp_path, model="mlp", model_options="hidden = 32")
+    spec.write_text(spec.read_text().replace("seeds = [0, 1]", "seeds = [0]").replace(
+        "epochs = 12", "epochs = 3"))
+    assert main(["task", "train", str(spec), "--quiet"]) == 0
+    first = (tmp_path / "run" / "seed-0" / "metrics.jsonl").read_text()
+    assert main(["task", "train", str(spec), "--quiet"]) == 0
+    assert (tmp_path / "run" / "seed-0" / "metrics.jsonl").read_text() == first
+
+
+@pytest.mark.parametrize("edit, fragments", [
+    (("name = \"transformer\"", "name = \"transfomer\""), ("spec.toml", "[model] name", "transfomer")),
+    (("epochs = 12", "epochs = 0"), ("spec.toml", "[train]", "epochs")),
+    (("seeds = [0, 1]", "seeds = [0, 0]"), ("spec.toml", "seeds")),
+    (("task = \"gestures\"", "task = \"gesture\""), ("spec.toml", "task", "gestures")),
+    (("window_ms = 100", "window_ms = 100\nwindow = 3"), ("spec.toml", "[data]", "window")),
+])
+def test_bad_specs_are_refused_naming_the_file_and_field(tmp_path, capsys, edit, fragments):
+    spec = _spec(tmp_path)
+    spec.write_text(spec.read_text().replace(*edit))
+    assert_refused(capsys, main(["task", "train", str(spec)]), *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_mat_file_without_restimulus_is_refused(tmp_path, capsys):
+    from scipy.io import loadmat, savemat
+
+    spec = _spec(tmp_path)
+    content = {k: v for k, v in loadmat(tmp_path / "S1_E1_A1.mat").items()
+               if not k.startswith("__") and k != "restimulus"}
+    savemat(tmp_path / "S1_E1_A1.mat", content)
+    assert_refused(capsys, main(["task", "train", str(spec)]), "S1_E1_A1.mat", "restimulus")
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_holding_other_files_is_refused(tmp_path, capsys):
+    spec = _spec(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    assert_refused(capsys, main(["task", "train", str(spec)]), "files brainenc did not write")
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
