@@ -110,3 +110,35 @@ def test_out_holding_other_files_is_refused(tmp_path, capsys):
     (tmp_path / "run" / "notes.txt").write_text("mine")
     assert_refused(capsys, main(["task", "train", str(spec)]), "files brainenc did not write")
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mult", "gsit"])
+def test_sentiment_models_learn_a_planted_mmsa_file(tmp_path, capsys, model):
+    from brainenc.tasks.sentiment import synthetic_mmsa, write_mmsa
+
+    write_mmsa(tmp_path / "mosi" / "unaligned_50.pkl",
+               synthetic_mmsa("mosi", n_samples=(128, 32, 32), seed=0))
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'task = "sentiment"\nout = "run"\nseeds = [0]\n[data]\nfile = '
+                    f'"mosi/unaligned_50.pkl"\nbatch_size = 32\n[model]\nname = "{model}"\n'
+                    'dim = 8\nn_heads = 2\nn_layers = 1\n[train]\nepochs = 8\nlr = 3e-3\n'
+                    'patience = 8\n', encoding="utf-8")
+    assert main(["task", "train", str(spec), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    test = summary["per_seed"]["0"]
+    # the labels are a planted latent in [-3, 3]: predicting 0 gives Corr 0 and Non0_acc_2 ~0.5
+    assert test["Corr"] > 0.8 and test["Non0_acc_2"] > 0.8, test
+    lines = (tmp_path / "run" / "seed-0" / "metrics.jsonl").read_text().splitlines()
+    assert "MAE" in json.loads(lines[0])
+
+
+def test_sentiment_spec_naming_an_unknown_model_is_refused(tmp_path, capsys):
+    from brainenc.tasks.sentiment import synthetic_mmsa, write_mmsa
+
+    write_mmsa(tmp_path / "mosi.pkl", synthetic_mmsa("mosi", n_samples=(8, 4, 4), seed=0))
+    spec = tmp_path / "spec.toml"
+    spec.write_text('task = "sentiment"\nout = "run"\n[data]\nfile = "mosi.pkl"\n[model]\n'
+                    'name = "mult_t"\n[train]\nepochs = 1\n', encoding="utf-8")
+    assert_refused(capsys, main(["task", "train", str(spec)]), "spec.toml", "[model] name",
+                   "mult_t", "gsit")
