@@ -2,17 +2,15 @@
 
 ``[data]`` keys (all optional but ``files``):
 
-================== ==============================================================
-``files``          DB2 exercise files (``S<k>_E<e>_A1.mat``), relative to the spec
-``window_ms``      window length (default 200 ms)
-``stride_ms``      step between windows (default 100 ms)
-``token_ms``       samples grouped into one token per modality (default 20 ms):
-                   a 200 ms window at 2 kHz is 10 tokens of 40 samples × channels
-``rest``           ``"drop"`` (default), ``"keep"`` or ``"class"``
-``train_repetitions``  default ``[1, 3, 4]``; ``valid_repetitions`` default ``[6]``
-                   (early stopping); ``test_repetitions`` default ``[2, 5]``
-``batch_size``     default 64
-================== ==============================================================
+* ``files``: DB2 exercise files (``S<k>_E<e>_A1.mat``), relative to the spec;
+* ``window_ms``: window length (default 200 ms); ``stride_ms``: step between
+  windows (default 100 ms);
+* ``token_ms``: samples grouped into one token per modality (default 20 ms: a
+  200 ms window at 2 kHz is 10 tokens of 40 samples × channels);
+* ``rest``: ``"drop"`` (default), ``"keep"`` or ``"class"``;
+* ``train_repetitions`` (default ``[1, 3, 4]``), ``valid_repetitions``
+  (default ``[6]``, for early stopping), ``test_repetitions`` (default ``[2, 5]``);
+* ``batch_size``: default 64.
 
 The standard protocol trains on repetitions 1, 3, 4, 6 and tests on 2 and 5;
 early stopping needs validation data that is not test data, so repetition 6

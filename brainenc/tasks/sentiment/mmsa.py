@@ -30,14 +30,10 @@ and every split a dict with the keys (N samples, padded lengths ``L``)
 Feature sizes ``(D_t, D_a, D_v)`` and padded lengths ``(L_t, L_a, L_v)`` as
 MMSA's ``config_regression.json`` lists them:
 
-========  ===============  ====================  =========================
-dataset   feature sizes    padded lengths        train / valid / test
-========  ===============  ====================  =========================
-MOSI      768, 5, 20       50, 50, 50 aligned;   1284 / 229 / 686
-                           50, 500, 375 unaligned
-MOSEI     768, 74, 35      same as MOSI          16326 / 1871 / 4659
-CH-SIMS   768, 33, 709     39, 400, 55           1368 / 456 / 457
-========  ===============  ====================  =========================
+* MOSI: feature sizes 768, 5, 20; padded lengths 50, 50, 50 (aligned) or
+  50, 500, 375 (unaligned); 1284 / 229 / 686 train / valid / test samples.
+* MOSEI: 768, 74, 35; lengths as MOSI; 16326 / 1871 / 4659.
+* CH-SIMS: 768, 33, 709; lengths 39, 400, 55; 1368 / 456 / 457.
 
 MOSI's audio is MMSA's 5-feature COVAREP subset, MOSEI's the 74 COVAREP
 features; vision is FACET (20 MOSI, 35 MOSEI); CH-SIMS has 33 LibROSA audio
