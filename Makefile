@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_statistics.py
 	$(BIN)/python benchmarks/bench_extract.py
 	$(BIN)/python benchmarks/bench_fusion.py
+	$(BIN)/python benchmarks/bench_tasks.py --quick
 	$(BIN)/python benchmarks/bench_layers.py
 	$(BIN)/python benchmarks/bench_dimensions.py
 	$(BIN)/python benchmarks/bench_partition.py
