@@ -33,6 +33,10 @@ def make_task(spec: TaskSpec):
         from brainenc.tasks.gestures.task import GestureTask
 
         return GestureTask(spec)
+    if spec.task == "retrieval":
+        from brainenc.tasks.retrieval.task import RetrievalTask
+
+        return RetrievalTask(spec)
     from brainenc.tasks.sentiment.task import SentimentTask
 
     return SentimentTask(spec)
@@ -161,6 +165,9 @@ def isolate_task(spec: TaskSpec) -> dict[str, Any]:
     (:mod:`brainenc.fusion.isolation`) on the test data; written to ``OUT/isolation.json``."""
     from brainenc.fusion.isolation import isolation_by_layer, modality_interaction
 
+    if spec.task != "gestures":
+        raise spec.fail("task", "isolate analyses the models of the gesture task (the IsoNet "
+                                f"family); this spec's task is {spec.task!r}")
     task = make_task(spec)
     inputs, target = task.data().tensors("test")
     names = list(inputs)

@@ -2,7 +2,7 @@
 
 ::
 
-    task = "gestures"            # gestures | sentiment
+    task = "gestures"            # gestures | sentiment | retrieval
     out = "runs/db2"             # relative to this file
     seeds = [0, 1, 2]
 
@@ -35,7 +35,7 @@ from brainenc.tasks.training import TrainConfig
 
 #: Top-level keys of a spec.
 SPEC_KEYS: tuple[str, ...] = ("task", "out", "seeds", "data", "model", "train", "rollingq")
-TASKS: tuple[str, ...] = ("gestures", "sentiment")
+TASKS: tuple[str, ...] = ("gestures", "sentiment", "retrieval")
 
 
 @dataclass
