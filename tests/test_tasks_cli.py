@@ -33,9 +33,11 @@ patience = 12
 
 
 def _spec(root: Path, structure: str = "unimodal", model: str = "transformer",
-          model_options: str = "dim = 16\nn_layers = 2\nn_heads = 2", extra: str = "") -> Path:
-    recording = synthetic_recording(structure, n_movements=4, n_repetitions=6, movement_samples=600,
-                                    rest_samples=200, signal=1.5, seed=1)
+          model_options: str = "dim = 16\nn_layers = 2\nn_heads = 2", extra: str = "",
+          n_movements: int = 4, movement_samples: int = 600) -> Path:
+    recording = synthetic_recording(structure, n_movements=n_movements, n_repetitions=6,
+                                    movement_samples=movement_samples, rest_samples=200,
+                                    signal=1.5, seed=1)
     write_ninapro_db2(root / "S1_E1_A1.mat", recording)
     path = root / "spec.toml"
     path.write_text(SPEC.format(model=model, model_options=model_options) + extra, encoding="utf-8")
@@ -190,3 +192,4 @@ def test_bad_paired_feature_files_are_refused(tmp_path, capsys, edit, fragment):
     spec = _retrieval_spec(tmp_path, arrays)
     assert_refused(capsys, main(["task", "train", str(spec)]), "pairs.npz", fragment)
     assert not (tmp_path / "run").exists()
+
