@@ -193,3 +193,37 @@ def test_bad_paired_feature_files_are_refused(tmp_path, capsys, edit, fragment):
     assert_refused(capsys, main(["task", "train", str(spec)]), "pairs.npz", fragment)
     assert not (tmp_path / "run").exists()
 
+
+
+def test_sentiment_with_a_fine_tuned_text_encoder(tmp_path, capsys):
+    import torch
+    import transformers
+
+    from brainenc.tasks.runner import make_task
+    from brainenc.tasks.sentiment import synthetic_mmsa, write_mmsa
+    from brainenc.tasks.spec import load_spec
+    from brainenc.tasks.training import build_optimizer, load_checkpoint
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32)
+    transformers.BertModel(config).save_pretrained(tmp_path / "tiny-bert")
+    write_mmsa(tmp_path / "mosi.pkl", synthetic_mmsa("mosi", n_samples=(32, 8, 8), seed=0))
+    spec = tmp_path / "spec.toml"
+    spec.write_text('task = "sentiment"\nout = "run"\nseeds = [0]\n[data]\nfile = "mosi.pkl"\n'
+                    'batch_size = 16\n[model]\nname = "gsit"\ntext_encoder = "tiny-bert"\ndim = 8\n'
+                    'n_heads = 2\nn_layers = 1\n[train]\nepochs = 2\nlr = 1e-3\n'
+                    'lr_groups = {"text_encoder." = 0.1}\n', encoding="utf-8")
+    loaded = load_spec(spec)
+    model = make_task(loaded).build_model()
+    groups = {g["name"] if "name" in g else i: g["lr"]
+              for i, g in enumerate(build_optimizer(model, loaded.train).param_groups)}
+    assert sorted(groups.values()) == pytest.approx([1e-4, 1e-3])
+    before = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
+    assert main(["task", "train", str(spec), "--quiet"]) == 0
+    after = load_checkpoint(tmp_path / "run" / "seed-0" / "last.pt")["model"]
+    changed = [k for k, v in before.items()
+               if k.startswith("embeddings.word") or "layer.0" in k
+               if not torch.equal(v, after[f"text_encoder.{k}"])]
+    assert changed, "the text encoder was not fine-tuned"
+    assert "MAE" in json.loads((tmp_path / "run" / "summary.json").read_text())["mean"]

@@ -5,8 +5,11 @@ relative to the spec), ``dataset`` (``mosi``, ``mosei`` or ``sims``; default:
 from the file), ``aligned`` (default: from the file), ``batch_size`` (default
 16, MMSA's for MOSI).
 
-``[model] name``: ``mult`` or ``gsit``; the model takes the constructor
-arguments MMSA (MulT) or GsiT's authors set for the dataset
+``[model] name``: ``mult`` or ``gsit``; ``text_encoder`` (a Hugging Face hub
+id or a local folder, optional) puts that encoder, fine-tuned, in front of the
+model on the file's BERT inputs (:mod:`~brainenc.tasks.sentiment.text_encoder`).
+The model takes the constructor arguments MMSA (MulT) or GsiT's authors set
+for the dataset
 (:func:`~brainenc.tasks.sentiment.configs.mult_config`,
 :func:`~brainenc.tasks.sentiment.configs.gsit_config`); other keys of
 ``[model]`` override them (e.g. ``dim = 32``).
@@ -16,6 +19,8 @@ validation metric is ``MAE`` (lower is better) unless ``[train] monitor``
 names another metric of :func:`~brainenc.tasks.sentiment.metrics.sentiment_metrics`.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
@@ -52,7 +57,10 @@ class SentimentTask:
         if name not in MODELS:
             raise spec.fail("[model] name", f"unknown model {name!r}; expected one of {sorted(MODELS)}")
         self.model_class, self.config_of = MODELS[name]
-        self.overrides = {k: v for k, v in spec.model.items() if k != "name"}
+        self.overrides = {k: v for k, v in spec.model.items() if k not in ("name", "text_encoder")}
+        self.text_encoder = spec.model.get("text_encoder")
+        if self.text_encoder is not None and not isinstance(self.text_encoder, str):
+            raise spec.fail("[model] text_encoder", "expected a Hugging Face hub id or a folder")
         self.batch_size = int(spec.data.get("batch_size", 16))
         self._data = None
 
@@ -60,16 +68,30 @@ class SentimentTask:
         """The MMSA file, read and checked once."""
         if self._data is None:
             self._data = load_mmsa(self.file, aligned=self.spec.data.get("aligned"),
-                                   dataset=self.spec.data.get("dataset"))
+                                   dataset=self.spec.data.get("dataset"),
+                                   text="tokens" if self.text_encoder else "features")
         return self._data
 
     def build_model(self) -> torch.nn.Module:
         data = self.data()
-        options = {**self.config_of(data.dims, data.dataset), **self.overrides}
+        dims = data.dims
+        encoder = None
+        if self.text_encoder is not None:
+            from brainenc.tasks.sentiment.text_encoder import load_text_encoder
+
+            folder = self.spec.resolve(self.text_encoder)
+            encoder = load_text_encoder(str(folder) if folder.exists() else self.text_encoder)
+            dims = replace(dims, text=int(encoder.config.hidden_size))
+        options = {**self.config_of(dims, data.dataset), **self.overrides}
         try:
-            return self.model_class(**options)
+            fusion = self.model_class(**options)
         except TypeError as error:
             raise self.spec.fail("[model]", str(error)) from None
+        if encoder is None:
+            return fusion
+        from brainenc.tasks.sentiment.text_encoder import FineTunedText
+
+        return FineTunedText(encoder, fusion)
 
     def metric_names(self) -> tuple[str, ...]:
         data = self.data()
