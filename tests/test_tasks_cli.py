@@ -227,3 +227,26 @@ def test_sentiment_with_a_fine_tuned_text_encoder(tmp_path, capsys):
                if not torch.equal(v, after[f"text_encoder.{k}"])]
     assert changed, "the text encoder was not fine-tuned"
     assert "MAE" in json.loads((tmp_path / "run" / "summary.json").read_text())["mean"]
+
+
+def test_rollingq_in_a_spec_logs_its_statistics_every_epoch(tmp_path, capsys):
+    spec = _spec(tmp_path, extra="\n[rollingq]\nbeta = 0.0\nsigma = 1.0\nmax_rotations = 2\n")
+    spec.write_text(spec.read_text().replace("seeds = [0, 1]", "seeds = [0]").replace(
+        "epochs = 12", "epochs = 3"))
+    assert main(["task", "train", str(spec), "--quiet"]) == 0
+    lines = [json.loads(line) for line in
+             (tmp_path / "run" / "seed-0" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        masses = line["rollingq/cls_mass_emg"] + line["rollingq/cls_mass_acc"]
+        # the rest of the CLS query's mass is on the CLS token itself
+        assert abs(line["rollingq/air"]) <= 2 and 0.5 < masses <= 1.0 + 1e-6
+    # beta = 0: every epoch rotates until the budget of 2 rotations is spent
+    assert [line["rollingq/n_rotations"] for line in lines] == [1.0, 2.0, 2.0]
+    assert main(["task", "eval", str(spec), "--noise", "emg"]) == 0
+
+
+def test_rollingq_needs_a_cls_transformer(tmp_path, capsys):
+    spec = _spec(tmp_path, model="mlp", model_options="hidden = 8", extra="\n[rollingq]\nbeta = 0.1\n")
+    assert_refused(capsys, main(["task", "train", str(spec)]), "spec.toml", "[rollingq]", "CLS")
+    assert not (tmp_path / "run").exists()

@@ -79,13 +79,17 @@ def _rollingq(spec: TaskSpec, model):
     if unknown:
         raise spec.fail("[rollingq]", f"unknown keys {unknown}; expected some of {list(ROLLINGQ_KEYS)}")
     names = list(getattr(model, "segment_names", ()))
-    if "cls" not in names or not hasattr(model, "encoder"):
-        raise spec.fail("[rollingq]", "RollingQ rebalances a CLS query: it needs a transformer "
-                                      "with pooling = \"cls\"")
+    if names[:1] != ["cls"] or len(names) != 3 or not hasattr(model, "encoder"):
+        raise spec.fail("[rollingq]", "RollingQ rebalances a CLS query between two modalities: it "
+                                      "needs a transformer with pooling = \"cls\" over two modalities")
     layer = int(spec.rollingq.get("layer", -1))
+    if not -len(model.encoder.layers) <= layer < len(model.encoder.layers):
+        raise spec.fail("[rollingq] layer", f"{layer} is out of range for "
+                                            f"{len(model.encoder.layers)} layers")
     options = {k: spec.rollingq[k] for k in ("beta", "sigma", "max_rotations") if k in spec.rollingq}
-    rq = RollingQ(model.encoder.layers[layer].attn.dim, cls_segment=names.index("cls"),
-                  segment_a=1 if names.index("cls") == 0 else 0, segment_b=2, **options)
+    # segments [cls | a | b]: the CLS query is rebalanced between a and b
+    rq = RollingQ(model.encoder.layers[layer].attn.dim, cls_segment=0, segment_a=1, segment_b=2,
+                  **options)
     model.rollingq = rq   # saved with the model's weights
     callback = RollingQCallback(rq, model.encoder.layers[layer].attn, tuple(names[1:3]))
     return {"query_hook": rq.query_hook, "hook_layer": layer}, [callback]
@@ -103,7 +107,8 @@ def train_task(spec: TaskSpec, overwrite: bool = False, progress: bool = True) -
     and summarise the test metrics over seeds."""
     check_output(spec, overwrite)
     task = make_task(spec)
-    task.data()       # every input is read and checked before the first epoch
+    task.data()       # every input is read and checked before the first epoch,
+    _seed_model(task, spec, spec.seeds[0])   # and the model and its RollingQ built once
     spec.out.mkdir(parents=True, exist_ok=True)
     _write_json(spec.out / MARKER, {"spec": str(spec.path), "task": spec.task})
     monitor = spec.train.monitor if spec.train.monitor in task.metric_names() else task.monitor_default
