@@ -61,6 +61,28 @@ class TaskSpec:
         """The error of a field of the spec."""
         return BrainencInputError(self.path, f"{where}: {problem}")
 
+    def check_data_keys(self, allowed: tuple[str, ...]) -> None:
+        """Refuse keys of ``[data]`` the task does not read."""
+        unknown = sorted(set(self.data) - set(allowed))
+        if unknown:
+            raise self.fail("[data]", f"unknown keys {unknown}; expected some of {list(allowed)}")
+
+    def data_file(self, key: str, what: str) -> Path:
+        """The existing file that ``[data] key`` names (``what`` says what it should be)."""
+        if not isinstance(self.data.get(key), str):
+            raise self.fail(f"[data] {key}", f"expected {what}")
+        path = self.resolve(self.data[key])
+        if not path.is_file():
+            raise self.fail(f"[data] {key}", f"not found: {path}")
+        return path
+
+    def model_name(self, choices) -> str:
+        """``[model] name``, one of ``choices``."""
+        name = self.model.get("name")
+        if name not in choices:
+            raise self.fail("[model] name", f"unknown model {name!r}; expected one of {sorted(choices)}")
+        return name
+
 
 def _table(content: dict, key: str, path: Path, required: bool = True) -> dict[str, Any]:
     value = content.get(key)

@@ -85,9 +85,7 @@ class GestureTask:
 
     def __init__(self, spec: TaskSpec):
         self.spec = spec
-        unknown = sorted(set(spec.data) - set(DATA_KEYS))
-        if unknown:
-            raise spec.fail("[data]", f"unknown keys {unknown}; expected some of {list(DATA_KEYS)}")
+        spec.check_data_keys(DATA_KEYS)
         files = spec.data.get("files")
         if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
             raise spec.fail("[data] files", "expected a list of NinaPro DB2 .mat files")
@@ -95,9 +93,7 @@ class GestureTask:
         missing = [str(f) for f in self.files if not f.is_file()]
         if missing:
             raise spec.fail("[data] files", f"not found: {missing}")
-        name = spec.model.get("name")
-        if name not in MODELS:
-            raise spec.fail("[model] name", f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+        name = spec.model_name(MODELS)
         self.model_class = MODELS[name]
         self.model_options = {k: v for k, v in spec.model.items() if k != "name"}
         accepted = set(inspect.signature(self.model_class).parameters) - {"in_dims", "in_shapes",

@@ -46,15 +46,9 @@ class RetrievalTask:
 
     def __init__(self, spec: TaskSpec):
         self.spec = spec
-        unknown = sorted(set(spec.data) - set(DATA_KEYS))
-        if unknown:
-            raise spec.fail("[data]", f"unknown keys {unknown}; expected some of {list(DATA_KEYS)}")
-        if not isinstance(spec.data.get("file"), str):
-            raise spec.fail("[data] file", "expected a paired-feature file (.npz)")
-        self.file = spec.resolve(spec.data["file"])
-        if spec.model.get("name") != "dual_branch":
-            raise spec.fail("[model] name", f"unknown model {spec.model.get('name')!r}; expected "
-                                            "'dual_branch'")
+        spec.check_data_keys(DATA_KEYS)
+        self.file = spec.data_file("file", "a paired-feature file (.npz)")
+        spec.model_name(("dual_branch",))
         self.options = {k: v for k, v in spec.model.items() if k != "name"}
         self.batch_size = int(spec.data.get("batch_size", 64))
         self.temperature = float(spec.data.get("temperature", 0.07))

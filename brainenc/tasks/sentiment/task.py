@@ -27,7 +27,7 @@ import torch
 from brainenc.fusion.models import GsiT, MulT
 from brainenc.tasks.rollingq_callback import noise_test_batch
 from brainenc.tasks.sentiment.configs import gsit_config, mult_config
-from brainenc.tasks.sentiment.metrics import sentiment_metrics
+from brainenc.tasks.sentiment.metrics import MOSI_METRICS, SIMS_METRICS, sentiment_metrics
 from brainenc.tasks.sentiment.mmsa import load_mmsa
 from brainenc.tasks.spec import TaskSpec
 
@@ -45,18 +45,9 @@ class SentimentTask:
 
     def __init__(self, spec: TaskSpec):
         self.spec = spec
-        unknown = sorted(set(spec.data) - set(DATA_KEYS))
-        if unknown:
-            raise spec.fail("[data]", f"unknown keys {unknown}; expected some of {list(DATA_KEYS)}")
-        if not isinstance(spec.data.get("file"), str):
-            raise spec.fail("[data] file", "expected an MMSA feature file (.pkl)")
-        self.file = spec.resolve(spec.data["file"])
-        if not self.file.is_file():
-            raise spec.fail("[data] file", f"not found: {self.file}")
-        name = spec.model.get("name")
-        if name not in MODELS:
-            raise spec.fail("[model] name", f"unknown model {name!r}; expected one of {sorted(MODELS)}")
-        self.model_class, self.config_of = MODELS[name]
+        spec.check_data_keys(DATA_KEYS)
+        self.file = spec.data_file("file", "an MMSA feature file (.pkl)")
+        self.model_class, self.config_of = MODELS[spec.model_name(MODELS)]
         self.overrides = {k: v for k, v in spec.model.items() if k not in ("name", "text_encoder")}
         self.text_encoder = spec.model.get("text_encoder")
         if self.text_encoder is not None and not isinstance(self.text_encoder, str):
@@ -94,9 +85,7 @@ class SentimentTask:
         return FineTunedText(encoder, fusion)
 
     def metric_names(self) -> tuple[str, ...]:
-        data = self.data()
-        split = data.split("valid")
-        return tuple(sentiment_metrics(split.labels[:2], split.labels[:2], data.dataset))
+        return SIMS_METRICS if self.data().dataset == "sims" else MOSI_METRICS
 
     @staticmethod
     def mode(metric: str) -> str:
