@@ -32,8 +32,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/brainenc demo --out demo_output --overwrite
 
+# Test files run in parallel (one worker per core, at most four); a file stays on one worker,
+# so its module fixtures are computed once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ridge.py
