@@ -165,6 +165,21 @@ def evaluate_task(spec: TaskSpec, noise: str | None = None) -> SeedSummary:
     return run_seeds(lambda seed: results[seed], spec.seeds)
 
 
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _layer_entry(report) -> dict[str, Any]:
+    """One layer of the pathway report for ``isolation.json``. Shares are null where silencing
+    the layer's blocks changes nothing (e.g. the last layer under CLS pooling, whose modality
+    tokens no longer reach the CLS token): ``effect`` then reads 0."""
+    return {"layer": report.layers[0],
+            "cross_modal_share": _finite_or_none(report.cross_modal_share()),
+            "groups": {g: _finite_or_none(c) for g, c in zip(report.groups, report.contribution.tolist())},
+            "effect": dict(zip(report.groups, report.effect.tolist())),
+            "flip_rate": dict(zip(report.groups, report.flip_rate.tolist()))}
+
+
 def isolate_task(spec: TaskSpec) -> dict[str, Any]:
     """Per seed: the pathway report per layer and the interaction share of the modalities
     (:mod:`brainenc.fusion.isolation`) on the test data; written to ``OUT/isolation.json``."""
@@ -185,8 +200,7 @@ def isolate_task(spec: TaskSpec) -> dict[str, Any]:
         if hasattr(model, "base_tables"):
             with torch.no_grad():
                 layers = isolation_by_layer(model, inputs, labels=target)
-            entry["layers"] = [{"layer": r.layers[0], "cross_modal_share": r.cross_modal_share(),
-                                "groups": dict(zip(r.groups, r.contribution.tolist()))} for r in layers]
+            entry["layers"] = [_layer_entry(r) for r in layers]
         report[str(seed)] = entry
     _write_json(spec.out / "isolation.json", report)
     return report

@@ -278,6 +278,7 @@ def synthetic_recording(
     cue_lead: int = 10,
     fs: float = DB2_FS,
     seed: int = 0,
+    block_samples: int | None = None,
 ) -> Recording:
     """A small DB2-like recording with planted gesture information.
 
@@ -299,7 +300,10 @@ def synthetic_recording(
       ``{0..M-1}`` and sets ``a = (m - 1 - e) mod M``; the EMG shows pattern
       ``P[e]``, the ACC pattern ``Q[a]``. Each modality alone is independent
       of the movement (chance accuracy); both together determine it. With
-      two movements this is the XOR of an EMG bit and an ACC bit.
+      two movements this is the XOR of an EMG bit and an ACC bit. ``e`` is
+      drawn again every ``block_samples`` samples of a segment (default: once
+      per segment), so that a file of a few repetitions holds every
+      combination many times.
 
     Parameters
     ----------
@@ -319,6 +323,11 @@ def synthetic_recording(
         Sampling rate.
     seed : int
         Seed of the patterns, the noise and the interaction draws.
+    block_samples : int, optional
+        With ``"interaction"``: samples between draws of ``e`` within a
+        segment, counted from its start (default ``movement_samples``). Windows
+        whose length and stride equal it and divide the segment start hold one
+        draw each.
 
     Returns
     -------
@@ -330,6 +339,9 @@ def synthetic_recording(
         raise ValueError("need at least 2 movements and 1 repetition")
     if movement_samples < 1 or rest_samples <= cue_lead or cue_lead < 0:
         raise ValueError("need movement_samples >= 1 and 0 <= cue_lead < rest_samples")
+    block = movement_samples if block_samples is None else int(block_samples)
+    if block < 1:
+        raise ValueError(f"block_samples must be >= 1, got {block_samples}")
     rng = np.random.default_rng(seed)
     period = rest_samples + movement_samples
     n = n_movements * n_repetitions * period + rest_samples
@@ -355,9 +367,11 @@ def synthetic_recording(
             if structure == "unimodal":
                 emg_pattern[start:stop] = p[m - 1]
             else:
-                e = int(rng.integers(n_movements))
-                emg_pattern[start:stop] = p[e]
-                acc_pattern[start:stop] = q[(m - 1 - e) % n_movements]
+                for first in range(start, stop, block):
+                    last = min(first + block, stop)
+                    e = int(rng.integers(n_movements))
+                    emg_pattern[first:last] = p[e]
+                    acc_pattern[first:last] = q[(m - 1 - e) % n_movements]
             segment += 1
 
     emg = 1e-5 * (rng.standard_normal((n, N_EMG)) + signal * emg_pattern)
