@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --upgrade "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install --quiet -e ".[test,extract,fusion,pycortex]"
+	$(BIN)/python -m pip install --quiet -e ".[test,extract,fusion,pycortex,sweep]"
 	rm -f $(VENV)/.brainenc-installed*
 	touch $(STAMP)
 

@@ -152,6 +152,43 @@ def _task(args) -> None:
         print(f"\nreport in {spec.out / 'isolation.json'}")
 
 
+def _add_sweep_parser(sub) -> None:
+    sweep = sub.add_parser("sweep", help="the transfer analysis over subjects × feature spaces, "
+                           "on this machine or a Dask cluster, resumable",
+                           description="Run `brainenc transfer` (or `encode`) for every subject and "
+                           "feature space of a TOML sweep spec into OUT/<subject>/<feature space>/, "
+                           "then write OUT/sweep_summary.csv and OUT/sweep_report.html. Finished "
+                           "folders are kept: running the same spec again resumes (docs/sweeps.md).")
+    sweep.add_argument("spec", type=Path, help="sweep specification (.toml)")
+    sweep.add_argument("--scheduler", default="local", metavar="local|serial|ADDRESS",
+                       help="'local' (default): a Dask LocalCluster on this machine; 'serial': one "
+                       "job after the other in this process; or a Dask scheduler address "
+                       "(tcp://host:8786, e.g. from dask-jobqueue on SLURM/PBS)")
+    sweep.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="workers of the local cluster (default: one per core)")
+    sweep.add_argument("--overwrite", action="store_true",
+                       help="replace the results of a sweep of another analysis in OUT")
+
+
+def _sweep(args) -> None:
+    from brainenc.sweep import load_sweep_spec, plan_sweep, run_sweep, write_sweep_summary
+    from brainenc.sweep.run import check_scheduler
+
+    if args.workers is not None and args.workers < 1:
+        raise BrainencInputError(None, f"--workers must be at least 1, got {args.workers}")
+    check_scheduler(args.scheduler)
+    spec = load_sweep_spec(args.spec)
+    plan = plan_sweep(spec, overwrite=args.overwrite)
+    pending = plan.pending()
+    print(f"{len(plan.jobs)} jobs ({len(plan.subjects)} subjects × {len(plan.feature_spaces)} "
+          f"feature spaces), {len(plan.jobs) - len(pending)} already done")
+    run_sweep(plan, scheduler=args.scheduler, n_workers=args.workers,
+              on_done=lambda key: print(f"  done {key}", flush=True))
+    write_sweep_summary(plan)
+    print(f"\nsweep table in {spec.out / 'sweep_summary.csv'}, report in "
+          f"{spec.out / 'sweep_report.html'}")
+
+
 def _add_layers_parser(sub) -> None:
     layers = sub.add_parser("layers", help="the transfer analysis over every layer of a model",
                             description="Run the transfer analysis on every feature space whose "
@@ -281,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layers_parser(sub)
     _add_partition_parser(sub)
     _add_task_parser(sub)
+    _add_sweep_parser(sub)
 
     ex = sub.add_parser("extract", help="features of a dataset's stimuli from a model, every layer",
                         description="Run story words (with context) and movie frames through a "
@@ -564,6 +602,8 @@ def _run(args) -> None:
         _encode(args)
     elif args.command == "task":
         _task(args)
+    elif args.command == "sweep":
+        _sweep(args)
     elif args.command == "layers":
         _layers(args)
     elif args.command == "partition":

@@ -25,12 +25,12 @@ expected; nothing is trained before the whole file has been checked.
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from brainenc.errors import BrainencInputError
+from brainenc.io.toml_spec import read_toml_spec
 from brainenc.tasks.training import TrainConfig
 
 #: Top-level keys of a spec.
@@ -104,16 +104,7 @@ def load_spec(path: str | Path) -> TaskSpec:
         The file is missing or not TOML, a key is unknown or missing, or a
         value has the wrong type (the message names the field).
     """
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise BrainencInputError(path, "task specification not found")
-    try:
-        content = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise BrainencInputError(path, f"not a valid TOML file ({error})") from None
-    unknown = sorted(set(content) - set(SPEC_KEYS))
-    if unknown:
-        raise BrainencInputError(path, f"unknown keys {unknown}; a spec has {list(SPEC_KEYS)}")
+    path, content = read_toml_spec(path, SPEC_KEYS, "task specification")
     task = content.get("task")
     if task not in TASKS:
         raise BrainencInputError(path, f"task: expected one of {list(TASKS)}, got {task!r}")

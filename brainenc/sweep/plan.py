@@ -1,0 +1,136 @@
+"""The jobs of a sweep, checked before the first fit, and what is already done.
+
+A job is one (subject, feature space): its result is the folder
+``OUT/<subject>/<feature space>/`` that ``brainenc transfer`` (or ``encode``)
+writes. That folder is built under a temporary name and renamed when complete,
+so a folder with brainenc's output marker is a finished job: a resumed sweep
+skips it, and an interrupted one never leaves half a result there.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from brainenc.errors import BrainencInputError
+from brainenc.io.output import MARKER_NAME, read_marker
+from brainenc.sweep.spec import SweepSpec
+
+__all__ = ["Job", "SweepPlan", "plan_sweep", "SWEEP_MARKER", "job_done"]
+
+#: The marker of a sweep root: the analysis that the folders under it hold.
+SWEEP_MARKER = ".brainenc-sweep.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (subject, feature space) of a sweep and its result folder."""
+
+    subject: str
+    feature_space: str
+    folder: Path
+
+    @property
+    def key(self) -> str:
+        return f"{self.subject}/{self.feature_space}"
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Every job of a sweep, in order (subjects, then feature spaces)."""
+
+    spec: SweepSpec
+    jobs: tuple[Job, ...]
+    #: keys of finished folders that hold a replaced analysis (``--overwrite``): redone
+    stale: frozenset[str] = frozenset()
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(dict.fromkeys(job.subject for job in self.jobs))
+
+    @property
+    def feature_spaces(self) -> list[str]:
+        return list(dict.fromkeys(job.feature_space for job in self.jobs))
+
+    def pending(self) -> list[Job]:
+        """Jobs without a finished result folder of this analysis."""
+        return [job for job in self.jobs if job.key in self.stale or not job_done(job)]
+
+    def marker(self) -> dict:
+        """The content of the sweep root's marker."""
+        return {"identity": json.loads(json.dumps(self.spec.identity(), default=str)),
+                "spec": str(self.spec.path), "stale": sorted(self.stale)}
+
+
+def job_done(job: Job) -> bool:
+    """Whether the job's folder holds a finished brainenc result."""
+    marker = read_marker(job.folder)
+    return marker is not None and marker.get("kind") == "transfer"
+
+
+def _feature_spaces(spec: SweepSpec, data) -> list[str]:
+    from brainenc.analyses.layers import find_layer_spaces
+    from brainenc.checks import resolve_feature_spaces
+
+    names = list(spec.features)
+    for pattern in spec.layers:
+        names += [name for name in find_layer_spaces(data.feature_root, pattern) if name not in names]
+    return [space.name for space in resolve_feature_spaces(names, data)]
+
+
+def _stale_keys(spec: SweepSpec, overwrite: bool) -> set[str]:
+    """Check the sweep root: new, empty, or a sweep of the same analysis (resumed), or of
+    another one with ``overwrite``. The keys of its finished folders still to be redone."""
+    root = spec.out
+    if root.exists() and not root.is_dir():
+        raise BrainencInputError(root, "out: is a file, not a folder")
+    if not root.is_dir() or not any(root.iterdir()):
+        return set()
+    marker = root / SWEEP_MARKER
+    if not marker.is_file():
+        raise BrainencInputError(root, "out: the folder holds files brainenc did not write; "
+                                       "choose a new or empty folder")
+    content = json.loads(marker.read_text(encoding="utf-8"))
+    if content.get("identity") == json.loads(json.dumps(spec.identity(), default=str)):
+        return set(content.get("stale", []))
+    if not overwrite:
+        raise BrainencInputError(root, f"out: holds a sweep of another analysis ({marker}); "
+                                       "use --overwrite to replace its results")
+    return {f"{s.name}/{f.name}" for s in root.iterdir() if s.is_dir()
+            for f in s.iterdir() if read_marker(f) is not None}
+
+
+def plan_sweep(spec: SweepSpec, overwrite: bool = False) -> SweepPlan:
+    """Check the dataset, subjects, feature spaces, options and every input file of every job,
+    and the sweep root; the jobs in order.
+
+    Raises
+    ------
+    BrainencInputError
+        Anything a job would fail on, before any job runs.
+    """
+    from brainenc.checks import check_analysis_options, check_subject_inputs, resolve_feature_spaces
+    from brainenc.io.layouts import load_dataset
+    from brainenc.transfer.plan import check_modalities
+
+    options = spec.transfer_options()
+    check_analysis_options(**{k: v for k, v in options.items()
+                              if k in ("significance", "max_lag", "fdr_q", "alphas", "n_targets_batch",
+                                       "backend")})
+    modalities = check_modalities(options.get("modalities", ("story", "movie")))
+    data = load_dataset(spec.dataset)
+    subjects = list(spec.subjects) if spec.subjects is not None else data.subjects
+    for subject in subjects:
+        data.runs_for(subject)   # an unknown subject fails here, naming the ones there are
+    names = _feature_spaces(spec, data)
+    spaces = resolve_feature_spaces(names, data)
+    for subject in subjects:
+        check_subject_inputs(data, subject, spaces, modalities)
+    stale = _stale_keys(spec, overwrite)
+    jobs = tuple(Job(subject, name, spec.out / subject / name) for subject in subjects for name in names)
+    for job in jobs:
+        if job.folder.exists() and not job_done(job) and any(
+                p.name != MARKER_NAME for p in job.folder.iterdir()):
+            raise BrainencInputError(job.folder, "holds files that are not a finished brainenc "
+                                                 "result; move them away")
+    return SweepPlan(spec, jobs, frozenset(stale & {job.key for job in jobs}))

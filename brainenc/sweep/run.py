@@ -1,0 +1,138 @@
+"""Run the jobs of a sweep: in this process, or as tasks of a Dask cluster.
+
+``scheduler``:
+
+* ``"serial"``: one job after the other in this process;
+* ``"local"`` (default): a :class:`distributed.LocalCluster` of ``n_workers``
+  single-threaded worker processes on this machine;
+* an address (``tcp://host:8786``): the scheduler of a running cluster, e.g.
+  one started by ``dask-jobqueue`` on SLURM or PBS; its workers must see the
+  dataset and the sweep root at the same paths.
+
+A job is a task; Dask reruns the task of a worker that dies on another worker,
+and the job first removes what the dead one left (its staging folder). After
+each finished job the driver records it in the sweep root's marker, so an
+interrupted sweep resumes with the jobs that are not finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from brainenc.io.atomic import atomic_path
+from brainenc.io.output import clean_leftovers
+from brainenc.sweep.plan import SWEEP_MARKER, Job, SweepPlan
+
+__all__ = ["run_job", "run_sweep", "check_scheduler", "SCHEDULERS"]
+
+SCHEDULERS = ("serial", "local")
+
+
+def run_job(plan: SweepPlan, job: Job) -> str:
+    """Analyse one (subject, feature space) into its folder; returns the job's key.
+
+    Safe to run again after a killed attempt: a finished folder is kept (unless it holds a
+    replaced analysis), and a dead attempt's staging folder is removed first."""
+    from brainenc.sweep.plan import job_done
+    from brainenc.workflows import transfer_to_folder
+
+    replace = job.key in plan.stale
+    if job_done(job) and not replace:
+        return job.key
+    clean_leftovers(job.folder)
+    spec = plan.spec
+    transfer_to_folder(spec.dataset, job.subject, [job.feature_space], job.folder,
+                       report=spec.report, overwrite=replace, progress=False,
+                       **spec.transfer_options())
+    return job.key
+
+
+def check_scheduler(scheduler: str) -> None:
+    """``scheduler`` is usable here: ``serial``, or Dask is installed and an address looks like
+    one (``tcp://``, ``tls://``, ``inproc://`` or ``ucx://``)."""
+    from brainenc.errors import BrainencInputError
+
+    if scheduler == "serial":
+        return
+    if scheduler != "local" and "://" not in scheduler:
+        raise BrainencInputError(None, f"--scheduler: expected 'local', 'serial' or a Dask scheduler "
+                                       f"address such as tcp://host:8786, got {scheduler!r}")
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise BrainencInputError(None, "--scheduler: Dask is not installed; pip install "
+                                       "'brainenc[sweep]', or run with --scheduler serial") from None
+
+
+def _write_marker(plan: SweepPlan, stale: set[str]) -> None:
+    content = {**plan.marker(), "stale": sorted(stale)}
+    with atomic_path(plan.spec.out / SWEEP_MARKER) as tmp:
+        Path(tmp).write_text(json.dumps(content, indent=2), encoding="utf-8")
+
+
+def _client(scheduler: str, n_workers: int | None):
+    from distributed import Client, LocalCluster
+
+    if scheduler == "local":
+        workers = n_workers or max(1, os.cpu_count() or 1)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        return Client(cluster), cluster
+    return Client(scheduler), None
+
+
+def run_sweep(plan: SweepPlan, scheduler: str = "local", n_workers: int | None = None,
+              on_done: Callable[[str], None] | None = None, client=None) -> list[str]:
+    """Run the pending jobs of ``plan``; the keys of the jobs run, in completion order.
+
+    Parameters
+    ----------
+    plan : SweepPlan
+        From :func:`brainenc.sweep.plan.plan_sweep` (everything checked).
+    scheduler : str
+        ``"serial"``, ``"local"`` or a Dask scheduler address.
+    n_workers : int, optional
+        Workers of the local cluster (default: one per core).
+    on_done : callable, optional
+        Called with each finished job's key (progress).
+    client : distributed.Client, optional
+        A client of your own (e.g. in a notebook); then ``scheduler`` and ``n_workers`` are
+        ignored and the client is left open.
+    """
+    pending = plan.pending()
+    stale = set(plan.stale)
+    plan.spec.out.mkdir(parents=True, exist_ok=True)
+    _write_marker(plan, stale)
+    for subject in {job.subject for job in pending}:
+        (plan.spec.out / subject).mkdir(exist_ok=True)   # before jobs of a subject race for it
+    done: list[str] = []
+
+    def finished(key: str) -> None:
+        stale.discard(key)
+        _write_marker(plan, stale)
+        done.append(key)
+        if on_done is not None:
+            on_done(key)
+
+    if (scheduler == "serial" and client is None) or not pending:
+        for job in pending:
+            finished(run_job(plan, job))
+        return done
+    from distributed import as_completed
+
+    own = client is None
+    if own:
+        client, cluster = _client(scheduler, n_workers)
+    try:
+        futures = [client.submit(run_job, plan, job, key=f"brainenc-sweep-{job.key}", pure=False)
+                   for job in pending]
+        for future in as_completed(futures):
+            finished(future.result())
+    finally:
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return done

@@ -1,0 +1,225 @@
+"""``brainenc sweep``: subjects × feature spaces on Dask, equal to serial runs, resumable."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainenc.cli import main
+from brainenc.sweep import load_sweep_spec, plan_sweep, run_sweep, write_sweep_summary
+from safety import assert_refused
+from tests.conftest import make_manifest_dataset
+
+SPEC = """\
+dataset = "ds"
+out = "{out}"
+features = ["feats", "other"]
+[analysis]
+max_lag = 3
+report = false
+"""
+
+
+def _sweep_dataset(root: Path) -> Path:
+    """The manifest dataset of the other tests with a second subject (its responses plus
+    noise) and copies of its feature space: ``other`` and the layers ``model_1``, ``model_2``."""
+    make_manifest_dataset(root)
+    manifest = root / "brainenc_manifest.tsv"
+    header, *rows = manifest.read_text().splitlines()
+    rng = np.random.default_rng(5)
+    for row in list(rows):
+        cells = row.split("\t")
+        y = np.load(root / cells[3])
+        np.save(root / f"s2_{cells[3]}", (y + rng.standard_normal(y.shape)).astype(np.float32))
+        rows.append("\t".join(["s2", cells[1], cells[2], f"s2_{cells[3]}", *cells[4:]]))
+    manifest.write_text("\n".join([header, *rows]) + "\n")
+    for name in ("other", "model_1", "model_2"):
+        shutil.copytree(root / "features" / "feats", root / "features" / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sweep_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sweep")
+    _sweep_dataset(root / "ds")
+    return root
+
+
+def _spec(root: Path, out: str, text: str = SPEC) -> Path:
+    path = root / f"{out}.toml"
+    path.write_text(text.format(out=out), encoding="utf-8")
+    return path
+
+
+def _scores(out: Path) -> dict[str, dict[str, np.ndarray]]:
+    found = {}
+    for path in sorted(out.glob("*/*/scores.npz")):
+        with np.load(path) as content:
+            found[f"{path.parent.parent.name}/{path.parent.name}"] = {k: content[k] for k in content.files}
+    return found
+
+
+@pytest.fixture(scope="module")
+def serial(sweep_root) -> dict:
+    spec = _spec(sweep_root, "serial")
+    assert main(["sweep", str(spec), "--scheduler", "serial"]) == 0
+    return _scores(sweep_root / "serial")
+
+
+def _assert_equal_bit_for_bit(found: dict, expected: dict) -> None:
+    assert sorted(found) == sorted(expected) == ["s1/feats", "s1/other", "s2/feats", "s2/other"]
+    for key, arrays in expected.items():
+        assert sorted(found[key]) == sorted(arrays)
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(found[key][name], value, err_msg=f"{key} {name}")
+
+
+@pytest.mark.slow
+def test_local_cluster_equals_the_serial_runs_bit_for_bit(sweep_root, serial, capsys):
+    spec = _spec(sweep_root, "local", SPEC.replace("report = false", "report = true"))
+    assert main(["sweep", str(spec), "--scheduler", "local", "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 jobs (2 subjects × 2 feature spaces), 0 already done" in printed
+    _assert_equal_bit_for_bit(_scores(sweep_root / "local"), serial)
+    # the table holds each job's summary, row for row
+    with open(sweep_root / "local" / "sweep_summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 * (4 + 2)    # 4 jobs × (4 directions + 2 transfer maps)
+    summary = json.loads((sweep_root / "local" / "s2" / "other" / "summary.json").read_text())
+    expected = summary["results"][0]["directions"]["story_to_movie"]["mean_r"]
+    row = next(r for r in rows if r["subject"] == "s2" and r["feature_space"] == "other"
+               and r["map"] == "prediction" and r["direction"] == "story_to_movie")
+    assert float(row["mean_r"]) == pytest.approx(expected, rel=1e-12)
+    report = (sweep_root / "local" / "sweep_report.html").read_text()
+    assert "s1/feats/report.html" in report and "sweep_mean_r.png" in report
+    assert (sweep_root / "local" / "s1" / "feats" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_nothing(sweep_root, serial):
+    """Once the first job is done, a worker that is running a job is killed (SIGKILL): the
+    job runs again on another worker, and the sweep equals the serial runs."""
+    from distributed import Client, LocalCluster
+
+    plan = plan_sweep(load_sweep_spec(_spec(sweep_root, "killed")))
+    lost: list[str] = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        pids = client.run(os.getpid)
+
+        def kill_a_busy_worker(key: str) -> None:
+            if lost:
+                return
+            for address, keys in client.processing().items():
+                if keys:
+                    os.kill(pids[address], signal.SIGKILL)
+                    lost.extend(str(k) for k in keys)
+                    return
+
+        done = run_sweep(plan, client=client, on_done=kill_a_busy_worker)
+    assert lost and all(k.startswith("brainenc-sweep-") for k in lost)   # a job was in flight
+    assert sorted(done) == ["s1/feats", "s1/other", "s2/feats", "s2/other"]
+    _assert_equal_bit_for_bit(_scores(sweep_root / "killed"), serial)
+    assert not list((sweep_root / "killed").glob("*/.*.tmp"))   # no staging folder left
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_without_redoing_finished_jobs(sweep_root, serial, capsys):
+    spec = _spec(sweep_root, "resumed")
+    plan = plan_sweep(load_sweep_spec(spec))
+    run_sweep(plan, scheduler="serial")
+    out = sweep_root / "resumed"
+    finished = {key: (out / key / "scores.npz").stat().st_mtime_ns for key in serial}
+    # as if killed while analysing s2/other: its folder never appeared, a staging folder did
+    shutil.rmtree(out / "s2" / "other")
+    staging = out / "s2" / ".other.abc123.tmp"
+    staging.mkdir()
+    (staging / ".brainenc-staging").write_text("999999999", encoding="utf-8")   # a dead process
+    assert main(["sweep", str(spec), "--scheduler", "serial"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 jobs (2 subjects × 2 feature spaces), 3 already done" in printed
+    assert "done s2/other" in printed and "done s1/feats" not in printed
+    for key in ("s1/feats", "s1/other", "s2/feats"):
+        assert (out / key / "scores.npz").stat().st_mtime_ns == finished[key]
+    assert not staging.exists()
+    _assert_equal_bit_for_bit(_scores(out), serial)
+
+
+def test_another_analysis_in_the_same_root_needs_overwrite(sweep_root, serial, capsys):
+    changed = SPEC.replace("max_lag = 3", "max_lag = 2").format(out="serial")
+    spec = sweep_root / "changed.toml"
+    spec.write_text(changed, encoding="utf-8")
+    assert_refused(capsys, main(["sweep", str(spec), "--scheduler", "serial"]),
+                   "serial", "another analysis", "--overwrite")
+    plan = plan_sweep(load_sweep_spec(spec), overwrite=True)
+    assert sorted(plan.stale) == sorted(serial) and len(plan.pending()) == 4
+
+
+@pytest.mark.parametrize("edit, fragments", [
+    (lambda s: s + "colour = 1\n", ["unknown keys", "colour"]),
+    (lambda s: s.replace('features = ["feats", "other"]\n', ""), ["features / layers"]),
+    (lambda s: s.replace('"other"', '"nothing"'), ["nothing"]),
+    (lambda s: s.replace("max_lag = 3", "max_lag = 3\nmodalities = [\"audio\"]"),
+     ["[analysis] modalities", "audio"]),
+    (lambda s: s.replace("max_lag = 3", "lag = 3"), ["[analysis]", "unknown keys", "lag"]),
+    (lambda s: 'subjects = ["s9"]\n' + s, ["s9"]),
+    (lambda s: s.replace('dataset = "ds"', 'dataset = "nowhere"'), ["nowhere"]),
+])
+def test_bad_specs_are_refused_before_anything_is_written(sweep_root, capsys, edit, fragments):
+    spec = sweep_root / "bad.toml"
+    spec.write_text(edit(SPEC.format(out="bad")), encoding="utf-8")
+    assert_refused(capsys, main(["sweep", str(spec), "--scheduler", "serial"]), *fragments)
+    assert not (sweep_root / "bad").exists()
+
+
+def test_a_foreign_folder_is_never_used_as_the_sweep_root(sweep_root, capsys):
+    (sweep_root / "foreign").mkdir()
+    (sweep_root / "foreign" / "notes.txt").write_text("mine", encoding="utf-8")
+    spec = _spec(sweep_root, "foreign")
+    assert_refused(capsys, main(["sweep", str(spec), "--scheduler", "serial"]),
+                   "foreign", "did not write")
+    assert sorted(p.name for p in (sweep_root / "foreign").iterdir()) == ["notes.txt"]
+
+
+def test_summary_of_a_sweep_with_nothing_finished_is_an_empty_table(sweep_root):
+    plan = plan_sweep(load_sweep_spec(_spec(sweep_root, "empty")))
+    plan.spec.out.mkdir()
+    assert write_sweep_summary(plan) == []
+    assert (plan.spec.out / "sweep_summary.csv").read_text().startswith("subject,feature_space")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--scheduler", "nowhere"], "--scheduler"),
+    (["--workers", "0"], "--workers"),
+])
+def test_bad_scheduler_options_are_refused(sweep_root, capsys, argv, fragment):
+    spec = _spec(sweep_root, "options")
+    assert_refused(capsys, main(["sweep", str(spec), *argv]), fragment)
+    assert not (sweep_root / "options").exists()
+
+
+@pytest.mark.slow
+def test_a_running_cluster_is_reached_by_its_address(sweep_root, serial, capsys):
+    from distributed import LocalCluster
+
+    spec = _spec(sweep_root, "address")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        assert main(["sweep", str(spec), "--scheduler", cluster.scheduler_address]) == 0
+    _assert_equal_bit_for_bit(_scores(sweep_root / "address"), serial)
+
+
+def test_layer_patterns_and_subjects_make_the_jobs(sweep_root):
+    spec = sweep_root / "layers.toml"
+    spec.write_text('dataset = "ds"\nout = "layers"\nsubjects = ["s2"]\nfeatures = ["feats"]\n'
+                    'layers = ["model_*"]\n', encoding="utf-8")
+    plan = plan_sweep(load_sweep_spec(spec))
+    assert [job.key for job in plan.jobs] == ["s2/feats", "s2/model_1", "s2/model_2"]
+    assert plan.jobs[1].folder == sweep_root / "layers" / "s2" / "model_1"
+    assert not (sweep_root / "layers").exists()      # planning writes nothing
