@@ -178,7 +178,8 @@ def _sweep(args) -> None:
         raise BrainencInputError(None, f"--workers must be at least 1, got {args.workers}")
     check_scheduler(args.scheduler)
     spec = load_sweep_spec(args.spec)
-    plan = plan_sweep(spec, overwrite=args.overwrite)
+    plan = plan_sweep(spec, overwrite=args.overwrite,
+                      devices_here=args.scheduler in ("serial", "local"))
     pending = plan.pending()
     print(f"{len(plan.jobs)} jobs ({len(plan.subjects)} subjects × {len(plan.feature_spaces)} "
           f"feature spaces), {len(plan.jobs) - len(pending)} already done")
@@ -663,8 +664,12 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             _run(args)
     except KeyboardInterrupt:
-        print(f"brainenc {args.command}: interrupted; nothing was written to the output",
-              file=sys.stderr)
+        if args.command == "sweep":
+            print("brainenc sweep: interrupted; the finished jobs' folders are kept, and the "
+                  "same command resumes with the others", file=sys.stderr)
+        else:
+            print(f"brainenc {args.command}: interrupted; nothing was written to the output",
+                  file=sys.stderr)
         return 130
     except (BrainencInputError, FileNotFoundError, KeyError, ValueError, OSError) as error:
         print(f"brainenc {args.command}: error: {_message(error)}", file=sys.stderr)

@@ -6,12 +6,15 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from brainenc.cli import main
+from brainenc.errors import BrainencInputError
 from brainenc.sweep import load_sweep_spec, plan_sweep, run_sweep, write_sweep_summary
 from safety import assert_refused
 from tests.conftest import make_manifest_dataset
@@ -223,3 +226,40 @@ def test_layer_patterns_and_subjects_make_the_jobs(sweep_root):
     assert [job.key for job in plan.jobs] == ["s2/feats", "s2/model_1", "s2/model_2"]
     assert plan.jobs[1].folder == sweep_root / "layers" / "s2" / "model_1"
     assert not (sweep_root / "layers").exists()      # planning writes nothing
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_finished_jobs_and_the_same_command_resumes(sweep_root, serial):
+    spec = _spec(sweep_root, "interrupted")
+    command = [str(Path(sys.executable).parent / "brainenc"), "sweep", str(spec), "--scheduler", "serial"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if "done s1/feats" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err and "resumes" in err, err
+    out = sweep_root / "interrupted"
+    assert (out / "s1" / "feats" / "scores.npz").is_file()
+    assert not list(out.glob("*/.*.tmp"))           # the interrupted job left nothing
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "done s1/feats" not in resumed.stdout
+    _assert_equal_bit_for_bit(_scores(out), serial)
+
+
+def test_a_gpu_backend_is_checked_here_only_for_jobs_that_run_here(sweep_root, monkeypatch):
+    """A backend this machine cannot load (a GPU backend on a CPU machine; stood in for by a
+    check that refuses it, as himalaya's GPU modules skip rather than fail under pytest) is
+    refused for jobs on this machine, and left to the workers of a remote cluster, each of
+    which resolves the backend itself."""
+    import brainenc.checks
+
+    monkeypatch.setattr(brainenc.checks, "_backend_problem",
+                        lambda name: f"--backend {name}: no GPU here" if name == "cupy" else None)
+    spec = sweep_root / "gpu.toml"
+    spec.write_text(SPEC.format(out="gpu") + 'backend = "cupy"\n', encoding="utf-8")
+    with pytest.raises(BrainencInputError, match="no GPU here"):
+        plan_sweep(load_sweep_spec(spec))                          # serial or a local cluster
+    plan = plan_sweep(load_sweep_spec(spec), devices_here=False)   # a remote cluster's workers
+    assert plan.spec.transfer_options()["backend"] == "cupy" and len(plan.jobs) == 4

@@ -18,6 +18,9 @@ from brainenc.sweep.spec import SweepSpec
 
 __all__ = ["Job", "SweepPlan", "plan_sweep", "SWEEP_MARKER", "job_done"]
 
+#: Backends that need a GPU on the machine that runs the job.
+GPU_BACKENDS = ("torch_cuda", "cupy")
+
 #: The marker of a sweep root: the analysis that the folders under it hold.
 SWEEP_MARKER = ".brainenc-sweep.json"
 
@@ -100,9 +103,14 @@ def _stale_keys(spec: SweepSpec, overwrite: bool) -> set[str]:
             for f in s.iterdir() if read_marker(f) is not None}
 
 
-def plan_sweep(spec: SweepSpec, overwrite: bool = False) -> SweepPlan:
+def plan_sweep(spec: SweepSpec, overwrite: bool = False, devices_here: bool = True) -> SweepPlan:
     """Check the dataset, subjects, feature spaces, options and every input file of every job,
     and the sweep root; the jobs in order.
+
+    ``devices_here``: the jobs run on this machine (serial or a local cluster), so a ``backend``
+    that needs a GPU (``torch_cuda``, ``cupy``) must find one here. With False (the workers of
+    a remote cluster) only the backend's name is checked: each worker resolves it, and the
+    default ``"auto"`` gives ``torch_cuda`` on a worker that sees a CUDA device.
 
     Raises
     ------
@@ -114,9 +122,10 @@ def plan_sweep(spec: SweepSpec, overwrite: bool = False) -> SweepPlan:
     from brainenc.transfer.plan import check_modalities
 
     options = spec.transfer_options()
-    check_analysis_options(**{k: v for k, v in options.items()
-                              if k in ("significance", "max_lag", "fdr_q", "alphas", "n_targets_batch",
-                                       "backend")})
+    checked = ["significance", "max_lag", "fdr_q", "alphas", "n_targets_batch"]
+    if devices_here or options.get("backend") not in GPU_BACKENDS:
+        checked.append("backend")
+    check_analysis_options(**{k: v for k, v in options.items() if k in checked})
     modalities = check_modalities(options.get("modalities", ("story", "movie")))
     data = load_dataset(spec.dataset)
     subjects = list(spec.subjects) if spec.subjects is not None else data.subjects
