@@ -170,9 +170,9 @@ def _add_sweep_parser(sub) -> None:
                        help="replace the results of a sweep of another analysis in OUT")
 
 
-def _sweep(args) -> None:
+def _sweep(args) -> int:
     from brainenc.sweep import load_sweep_spec, plan_sweep, run_sweep, write_sweep_summary
-    from brainenc.sweep.run import check_scheduler
+    from brainenc.sweep.run import SweepFailed, check_scheduler
 
     if args.workers is not None and args.workers < 1:
         raise BrainencInputError(None, f"--workers must be at least 1, got {args.workers}")
@@ -183,11 +183,19 @@ def _sweep(args) -> None:
     pending = plan.pending()
     print(f"{len(plan.jobs)} jobs ({len(plan.subjects)} subjects × {len(plan.feature_spaces)} "
           f"feature spaces), {len(plan.jobs) - len(pending)} already done")
-    run_sweep(plan, scheduler=args.scheduler, n_workers=args.workers,
-              on_done=lambda key: print(f"  done {key}", flush=True))
+    failed = None
+    try:
+        run_sweep(plan, scheduler=args.scheduler, n_workers=args.workers,
+                  on_done=lambda key: print(f"  done {key}", flush=True))
+    except SweepFailed as error:
+        failed = error
     write_sweep_summary(plan)
     print(f"\nsweep table in {spec.out / 'sweep_summary.csv'}, report in "
           f"{spec.out / 'sweep_report.html'}")
+    if failed is not None:
+        print(f"brainenc sweep: error: {failed}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_layers_parser(sub) -> None:
@@ -571,7 +579,8 @@ def _partition(args) -> None:
     print(f"\nresults in {args.out}")
 
 
-def _run(args) -> None:
+def _run(args) -> int | None:
+    """Run the command; an exit status other than 0 where a command returns one."""
     if args.command == "simulate":
         from brainenc.simulate import simulate_dataset
 
@@ -604,7 +613,7 @@ def _run(args) -> None:
     elif args.command == "task":
         _task(args)
     elif args.command == "sweep":
-        _sweep(args)
+        return _sweep(args)
     elif args.command == "layers":
         _layers(args)
     elif args.command == "partition":
@@ -648,7 +657,8 @@ def _message(error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 done, 2 user error, 130 interrupted)."""
+    """Run the command line; return the exit status (0 done, 1 some jobs of a sweep failed,
+    2 user error, 130 interrupted)."""
     import warnings
 
     args = build_parser().parse_args(argv)
@@ -662,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("always", BrainencInputWarning)
             warnings.showwarning = _show_warning
-            _run(args)
+            status = _run(args)
     except KeyboardInterrupt:
         if args.command == "sweep":
             print("brainenc sweep: interrupted; the finished jobs' folders are kept, and the "
@@ -682,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
     print(f"done in {time.perf_counter() - start:.1f} s")
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -263,3 +263,29 @@ def test_a_gpu_backend_is_checked_here_only_for_jobs_that_run_here(sweep_root, m
         plan_sweep(load_sweep_spec(spec))                          # serial or a local cluster
     plan = plan_sweep(load_sweep_spec(spec), devices_here=False)   # a remote cluster's workers
     assert plan.spec.transfer_options()["backend"] == "cupy" and len(plan.jobs) == 4
+
+
+def test_a_failing_job_does_not_stop_the_others(sweep_root, serial, capsys, monkeypatch):
+    """One job raises: the others finish, the table holds them, the command exits 1 naming the
+    failed job, and the same command then runs only that job."""
+    import brainenc.workflows
+
+    real = brainenc.workflows.transfer_to_folder
+
+    def failing(dataset, subject, features, out, **options):
+        if subject == "s1" and features == ["other"]:
+            raise MemoryError("out of memory (planted)")
+        return real(dataset, subject, features, out, **options)
+
+    monkeypatch.setattr(brainenc.workflows, "transfer_to_folder", failing)
+    spec = _spec(sweep_root, "failing")
+    assert main(["sweep", str(spec), "--scheduler", "serial"]) == 1
+    printed = capsys.readouterr()
+    assert "1 job(s) failed, 3 finished" in printed.err and "s1/other: MemoryError" in printed.err
+    with open(sweep_root / "failing" / "sweep_summary.csv", newline="") as handle:
+        assert {r["feature_space"] + r["subject"] for r in csv.DictReader(handle)} == {
+            "featss1", "featss2", "others2"}
+    monkeypatch.setattr(brainenc.workflows, "transfer_to_folder", real)
+    assert main(["sweep", str(spec), "--scheduler", "serial"]) == 0
+    assert "3 already done" in capsys.readouterr().out
+    _assert_equal_bit_for_bit(_scores(sweep_root / "failing"), serial)

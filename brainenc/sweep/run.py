@@ -25,9 +25,25 @@ from brainenc.io.atomic import atomic_path
 from brainenc.io.output import clean_leftovers
 from brainenc.sweep.plan import SWEEP_MARKER, Job, SweepPlan
 
-__all__ = ["run_job", "run_sweep", "check_scheduler", "SCHEDULERS"]
+__all__ = ["run_job", "run_sweep", "check_scheduler", "SweepFailed", "SCHEDULERS"]
 
 SCHEDULERS = ("serial", "local")
+
+
+class SweepFailed(RuntimeError):
+    """Some jobs of a sweep failed; the others finished. ``failures`` maps each failed job's
+    key to its error message."""
+
+    def __init__(self, failures: dict[str, str], n_done: int):
+        self.failures = dict(failures)
+        self.n_done = n_done
+        lines = "".join(f"\n  {key}: {message}" for key, message in self.failures.items())
+        super().__init__(f"{len(self.failures)} job(s) failed, {n_done} finished; the same "
+                         f"command runs the failed ones again:{lines}")
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip()
 
 
 def run_job(plan: SweepPlan, job: Job) -> str:
@@ -100,6 +116,11 @@ def run_sweep(plan: SweepPlan, scheduler: str = "local", n_workers: int | None =
     client : distributed.Client, optional
         A client of your own (e.g. in a notebook); then ``scheduler`` and ``n_workers`` are
         ignored and the client is left open.
+
+    Raises
+    ------
+    SweepFailed
+        After every job ran, when some failed (the others' folders are finished).
     """
     pending = plan.pending()
     stale = set(plan.stale)
@@ -116,23 +137,36 @@ def run_sweep(plan: SweepPlan, scheduler: str = "local", n_workers: int | None =
         if on_done is not None:
             on_done(key)
 
+    failures: dict[str, str] = {}
     if (scheduler == "serial" and client is None) or not pending:
         for job in pending:
-            finished(run_job(plan, job))
-        return done
+            try:
+                finished(run_job(plan, job))
+            except Exception as error:   # the other jobs go on; the failure is reported
+                failures[job.key] = _describe(error)
+    else:
+        _run_on_dask(plan, pending, scheduler, n_workers, client, finished, failures)
+    if failures:
+        raise SweepFailed(failures, len(done))
+    return done
+
+
+def _run_on_dask(plan, pending, scheduler, n_workers, client, finished, failures) -> None:
     from distributed import as_completed
 
     own = client is None
     if own:
         client, cluster = _client(scheduler, n_workers)
     try:
-        futures = [client.submit(run_job, plan, job, key=f"brainenc-sweep-{job.key}", pure=False)
-                   for job in pending]
+        futures = {client.submit(run_job, plan, job, key=f"brainenc-sweep-{job.key}", pure=False): job
+                   for job in pending}
         for future in as_completed(futures):
-            finished(future.result())
+            try:
+                finished(future.result())
+            except Exception as error:   # a job's error, or KilledWorker after repeated deaths
+                failures[futures[future].key] = _describe(error)
     finally:
         if own:
             client.close()
             if cluster is not None:
                 cluster.close()
-    return done
