@@ -289,3 +289,13 @@ def test_a_failing_job_does_not_stop_the_others(sweep_root, serial, capsys, monk
     assert main(["sweep", str(spec), "--scheduler", "serial"]) == 0
     assert "3 already done" in capsys.readouterr().out
     _assert_equal_bit_for_bit(_scores(sweep_root / "failing"), serial)
+
+
+def test_a_sweep_root_inside_the_dataset_is_refused_before_anything_is_written(sweep_root, capsys):
+    """Each job's folder obeys the rules of every brainenc output folder (here: not inside an
+    input), checked for all jobs at planning time."""
+    spec = sweep_root / "inside.toml"
+    spec.write_text(SPEC.format(out="ds/sweep"), encoding="utf-8")
+    before = sorted(p.name for p in (sweep_root / "ds").iterdir())
+    assert_refused(capsys, main(["sweep", str(spec), "--scheduler", "serial"]), "s1/feats")
+    assert sorted(p.name for p in (sweep_root / "ds").iterdir()) == before

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brainenc.errors import BrainencInputError
-from brainenc.io.output import MARKER_NAME, read_marker
+from brainenc.io.output import check_output_folder, read_marker
 from brainenc.sweep.spec import SweepSpec
 
 __all__ = ["Job", "SweepPlan", "plan_sweep", "SWEEP_MARKER", "job_done"]
@@ -59,10 +59,11 @@ class SweepPlan:
         """Jobs without a finished result folder of this analysis."""
         return [job for job in self.jobs if job.key in self.stale or not job_done(job)]
 
-    def marker(self) -> dict:
-        """The content of the sweep root's marker."""
-        return {"identity": json.loads(json.dumps(self.spec.identity(), default=str)),
-                "spec": str(self.spec.path), "stale": sorted(self.stale)}
+    def marker(self, stale: set[str] | frozenset[str] | None = None) -> dict:
+        """The content of the sweep root's marker; ``stale`` as it stands now (default: the
+        plan's)."""
+        return {"identity": self.spec.identity(), "spec": str(self.spec.path),
+                "stale": sorted(self.stale if stale is None else stale)}
 
 
 def job_done(job: Job) -> bool:
@@ -94,7 +95,7 @@ def _stale_keys(spec: SweepSpec, overwrite: bool) -> set[str]:
         raise BrainencInputError(root, "out: the folder holds files brainenc did not write; "
                                        "choose a new or empty folder")
     content = json.loads(marker.read_text(encoding="utf-8"))
-    if content.get("identity") == json.loads(json.dumps(spec.identity(), default=str)):
+    if content.get("identity") == spec.identity():
         return set(content.get("stale", []))
     if not overwrite:
         raise BrainencInputError(root, f"out: holds a sweep of another analysis ({marker}); "
@@ -117,7 +118,12 @@ def plan_sweep(spec: SweepSpec, overwrite: bool = False, devices_here: bool = Tr
     BrainencInputError
         Anything a job would fail on, before any job runs.
     """
-    from brainenc.checks import check_analysis_options, check_subject_inputs, resolve_feature_spaces
+    from brainenc.checks import (
+        check_analysis_options,
+        check_subject_inputs,
+        input_paths,
+        resolve_feature_spaces,
+    )
     from brainenc.io.layouts import load_dataset
     from brainenc.transfer.plan import check_modalities
 
@@ -137,9 +143,9 @@ def plan_sweep(spec: SweepSpec, overwrite: bool = False, devices_here: bool = Tr
         check_subject_inputs(data, subject, spaces, modalities)
     stale = _stale_keys(spec, overwrite)
     jobs = tuple(Job(subject, name, spec.out / subject / name) for subject in subjects for name in names)
-    for job in jobs:
-        if job.folder.exists() and not job_done(job) and any(
-                p.name != MARKER_NAME for p in job.folder.iterdir()):
-            raise BrainencInputError(job.folder, "holds files that are not a finished brainenc "
-                                                 "result; move them away")
-    return SweepPlan(spec, jobs, frozenset(stale & {job.key for job in jobs}))
+    plan = SweepPlan(spec, jobs, frozenset(stale & {job.key for job in jobs}))
+    inputs = {subject: input_paths(data, subject, spaces) for subject in subjects}
+    for job in plan.pending():   # the rules of every brainenc output folder, for each job's
+        check_output_folder(job.folder, kind="transfer", overwrite=job.key in plan.stale,
+                            inputs=inputs[job.subject], what=f"the folder of job {job.key}")
+    return plan

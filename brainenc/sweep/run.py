@@ -83,7 +83,7 @@ def check_scheduler(scheduler: str) -> None:
 
 
 def _write_marker(plan: SweepPlan, stale: set[str]) -> None:
-    content = {**plan.marker(), "stale": sorted(stale)}
+    content = plan.marker(stale)
     with atomic_path(plan.spec.out / SWEEP_MARKER) as tmp:
         Path(tmp).write_text(json.dumps(content, indent=2), encoding="utf-8")
 

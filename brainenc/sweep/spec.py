@@ -25,7 +25,6 @@ checked by :func:`brainenc.sweep.run.plan_sweep` before the first fit.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,12 +70,9 @@ class SweepSpec:
         return options
 
     def identity(self) -> dict[str, Any]:
-        """What makes two sweeps the same analysis (stored in the sweep root)."""
-        return {"dataset": str(self.dataset), "analysis": self.analysis}
-
-    def digest(self) -> str:
-        text = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """What makes two sweeps the same analysis (stored in the sweep root), as JSON values."""
+        return json.loads(json.dumps({"dataset": str(self.dataset), "analysis": self.analysis},
+                                     default=str))
 
 
 def _strings(path: Path, content: dict, key: str) -> tuple[str, ...] | None:

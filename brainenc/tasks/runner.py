@@ -133,15 +133,16 @@ def train_task(spec: TaskSpec, overwrite: bool = False, progress: bool = True) -
     return summary
 
 
-def _summary_content(spec: TaskSpec, summary: SeedSummary) -> dict:
-    def clean(value: float):
-        return value if math.isfinite(value) else None
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
+
+def _summary_content(spec: TaskSpec, summary: SeedSummary) -> dict:
     return {"task": spec.task, "spec": str(spec.path), "seeds": spec.seeds,
-            "per_seed": {str(s): {k: clean(v) for k, v in summary.per_seed(s).items()}
+            "per_seed": {str(s): {k: _finite_or_none(v) for k, v in summary.per_seed(s).items()}
                          for s in spec.seeds},
-            "mean": {k: clean(v) for k, v in summary.mean.items()},
-            "sd": {k: clean(v) for k, v in summary.sd.items()}}
+            "mean": {k: _finite_or_none(v) for k, v in summary.mean.items()},
+            "sd": {k: _finite_or_none(v) for k, v in summary.sd.items()}}
 
 
 def _trained_models(spec: TaskSpec, task):
@@ -163,10 +164,6 @@ def evaluate_task(spec: TaskSpec, noise: str | None = None) -> SeedSummary:
     for seed, model, forward in _trained_models(spec, task):
         results[seed] = task.evaluate(model, "test", noise=noise, **forward)
     return run_seeds(lambda seed: results[seed], spec.seeds)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _layer_entry(report) -> dict[str, Any]:
