@@ -1,6 +1,7 @@
 """Shared fixtures: a small manifest dataset with a planted linear response."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -63,6 +64,26 @@ def manifest_dataset(tmp_path: Path) -> Path:
     return make_manifest_dataset(tmp_path / "manifest_ds")
 
 
+def shared_temp_root(tmp_path_factory) -> Path:
+    """A temporary folder shared by every pytest-xdist worker of this test session (the
+    session's own base folder without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def exclusive(path: Path):
+    """Hold an exclusive lock on the file ``path`` (processes of one machine)."""
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def simulated_analysis(tmp_path_factory):
     """Simulated subjects analysed once per test session.
@@ -72,32 +93,48 @@ def simulated_analysis(tmp_path_factory):
     settings, or the named test runs; with its weights) of one of its feature spaces. A subject
     is simulated once; its two feature spaces are analysed together with their
     paired comparison (:func:`brainenc.analyses.comparison.compare_feature_spaces`),
-    which ``simulated_analysis.comparison(seed, **simulation)`` returns.
+    which ``simulated_analysis.comparison(seed, **simulation)`` returns. The analyses are
+    shared by the xdist workers of the session through files: the first worker that needs
+    one computes it while the others wait for it.
     """
+    import hashlib
+    import pickle
     import warnings
 
     from brainenc.analyses.comparison import compare_feature_spaces
     from brainenc.io.layouts import load_dataset
     from brainenc.simulate import FEATURE_SPACES, load_ground_truth, simulate_dataset
 
+    shared = shared_temp_root(tmp_path_factory)
     analysed = {}
+
+    def compute(root: Path, tag: str, seed: int, test_runs: dict | None, simulation: dict):
+        if not root.exists():
+            simulate_dataset(root, seed=seed, **simulation)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            weights = {space: root.parent / f"{root.name}_{space}_{tag}_weights.h5"
+                       for space in FEATURE_SPACES}
+            results, comparisons = compare_feature_spaces(
+                load_dataset(root), "sim01", FEATURE_SPACES, [FEATURE_SPACES],
+                test_runs=test_runs, weights_paths=weights, progress=False)
+        return dict(zip(FEATURE_SPACES, results)), comparisons[0]
 
     def bundle(seed: int, test_runs: dict | None, simulation: dict):
         options = "_".join(f"{k}-{v}" for k, v in sorted(simulation.items()))
-        root = tmp_path_factory.getbasetemp() / f"simulated_{seed}_{options}"
-        if not root.exists():
-            simulate_dataset(root, seed=seed, **simulation)
-        key = (root, repr(test_runs))
+        root = shared / f"simulated_{seed}_{options}"
+        tag = hashlib.sha1(repr(test_runs).encode()).hexdigest()[:10]
+        key = (root, tag)
         if key not in analysed:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                weights = {space: root.parent / f"{root.name}_{space}_{len(analysed)}_weights.h5"
-                           for space in FEATURE_SPACES}
-                results, comparisons = compare_feature_spaces(
-                    load_dataset(root), "sim01", FEATURE_SPACES, [FEATURE_SPACES],
-                    test_runs=test_runs, weights_paths=weights, progress=False)
-            analysed[key] = (load_ground_truth(root), dict(zip(FEATURE_SPACES, results)),
-                             comparisons[0])
+            stored = shared / f"{root.name}_{tag}.pkl"
+            with exclusive(shared / f"{root.name}.lock"):
+                if not stored.exists():
+                    computed = compute(root, tag, seed, test_runs, simulation)
+                    partial = stored.with_suffix(".partial")
+                    partial.write_bytes(pickle.dumps(computed))
+                    partial.replace(stored)
+                results, compared = pickle.loads(stored.read_bytes())
+                analysed[key] = (load_ground_truth(root), results, compared)
         return analysed[key]
 
     def analyse(seed: int, space: str = "multimodal", test_runs: dict | None = None, **simulation):
@@ -111,7 +148,7 @@ def simulated_analysis(tmp_path_factory):
     def dataset(seed: int, **simulation):
         bundle(seed, None, simulation)
         options = "_".join(f"{k}-{v}" for k, v in sorted(simulation.items()))
-        return load_dataset(tmp_path_factory.getbasetemp() / f"simulated_{seed}_{options}")
+        return load_dataset(shared / f"simulated_{seed}_{options}")
 
     analyse.comparison = comparison
     analyse.dataset = dataset

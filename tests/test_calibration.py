@@ -2,11 +2,10 @@
 
 Pure-noise subjects (the simulation's AR(1) noise, no signal anywhere) with
 spatially independent noise, so that vertices are independent draws and the
-fraction of small p-values has a binomial distribution; and simulated subjects
-(default simulation, spatially smooth noise), whose FDR maps must not hold more
-than q false discoveries. Default analysis settings throughout: leave-one-run-out
-splits, the sequential within test, lags of 20 s, q = 0.05. The null vertices
-of each map are those of :mod:`brainenc.simulate.recovery`.
+fraction of small p-values has a binomial distribution. Default analysis settings
+throughout: leave-one-run-out splits, the sequential within test, lags of 20 s,
+q = 0.05. The false discoveries of the maps of simulated subjects are tested in
+``test_calibration_fdr.py``.
 """
 from __future__ import annotations
 
@@ -15,24 +14,16 @@ import pytest
 from scipy import stats as scipy_stats
 
 from brainenc.results import CROSS, DIRECTIONS
-from brainenc.simulate.recovery import MAPS, map_recovery
 
 pytestmark = pytest.mark.slow
 
 LEVELS = (0.05, 0.01, 0.001)
 NOISE_SEEDS = (1, 2)
-SUBJECT_SEEDS = (0, 1, 2)
-Q = 0.05
 
 
 @pytest.fixture(scope="module")
 def pure_noise(simulated_analysis):
     return [simulated_analysis(seed, pure_noise=True, noise_smoothing=0) for seed in NOISE_SEEDS]
-
-
-@pytest.fixture(scope="module")
-def subjects(simulated_analysis):
-    return [simulated_analysis(seed) for seed in SUBJECT_SEEDS]
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -68,21 +59,3 @@ def test_pure_noise_maps_are_empty(pure_noise):
         for direction in CROSS:
             assert not result.transfer_significant[direction].any()
             assert np.mean(result.transfer_pvalues[direction] < 0.05) < 0.01
-
-
-@pytest.mark.parametrize("name", MAPS)
-def test_false_discoveries_of_every_map_stay_below_q(subjects, name):
-    """Pooled over three simulated subjects, the proportion of false discoveries of the map is
-    at most q plus its Monte-Carlo error (2.6 standard errors, one-sided 99.5 %). The noise is
-    spatially smooth, so false discoveries come in clumps of neighbouring vertices: the
-    binomial variance is inflated by their measured clump size (``false_clump_size``)."""
-    scores = [map_recovery(result, truth, name) for truth, result in subjects]
-    n_sig = sum(s.n_significant for s in scores)
-    n_false = sum(s.n_false for s in scores)
-    assert n_sig > 200, name
-    clump = max(1.0, max(s.false_clump_size for s in scores))
-    bound = Q + 2.6 * np.sqrt(Q * (1 - Q) * clump / n_sig)
-    assert n_false / n_sig <= bound, (name, n_false, n_sig, bound)
-    if name.startswith("transfer_"):
-        # transfer maps are conservative by construction: hardly any false discovery at all
-        assert n_false / n_sig < Q / 2, (name, n_false, n_sig)
