@@ -14,11 +14,19 @@ process, which reports its peak resident memory (``ru_maxrss``) and wall time.
 the memory of an unbatched computation (the float64 score copies are still
 made column chunk by column chunk).
 
+``--memory SIZE`` measures the memory bound instead: the responses are
+written as HDF5 files (``--runs`` runs of ``--trs`` TRs per modality) and the
+whole command ``brainenc transfer ... --memory SIZE`` (reading the responses
+voxel batch by batch, writing the result folder and its report) runs under
+``/usr/bin/time -v``, whose maximum resident set size is compared with the
+bound and with the size of the responses alone.
+
 Usage::
 
     python benchmarks/bench_memory.py                 # 100 000 voxels, 5-10 minutes on 2 cores
     python benchmarks/bench_memory.py --unbatched     # also the single-batch run (about 2x longer)
     python benchmarks/bench_memory.py --quick         # 5 000 voxels
+    python benchmarks/bench_memory.py --voxels 300000 --runs 4 --trs 200 --memory 1.5GB
 """
 from __future__ import annotations
 
@@ -40,8 +48,10 @@ N_TRS = 280
 TR = 2.0
 
 
-def write_dataset(root: Path, n_voxels: int, n_features: int, seed: int = 0) -> Path:
-    """A manifest dataset with a planted response in a third of the voxels."""
+def write_dataset(root: Path, n_voxels: int, n_features: int, seed: int = 0, n_runs: int = N_RUNS,
+                  n_trs: int = N_TRS, suffix: str = ".npy") -> Path:
+    """A manifest dataset with a planted response in a third of the voxels; responses as
+    ``.npy`` or HDF5 (``.hf5``) files, written in blocks of voxels."""
     from brainenc.io.features import write_stimulus_features
 
     rng = np.random.default_rng(seed)
@@ -50,18 +60,40 @@ def write_dataset(root: Path, n_voxels: int, n_features: int, seed: int = 0) -> 
     rows = ["subject\trun\tmodality\tresponse\tstimulus\ttr\tstimulus_onset"]
     root.mkdir(parents=True, exist_ok=True)
     for modality in ("story", "movie"):
-        for i in range(N_RUNS):
+        for i in range(n_runs):
             name = f"{modality}{i}"
-            times = TR * np.arange(N_TRS) + TR / 2
-            data = rng.standard_normal((N_TRS, n_features), dtype=np.float32)
+            times = TR * np.arange(n_trs) + TR / 2
+            data = rng.standard_normal((n_trs, n_features), dtype=np.float32)
             write_stimulus_features(root / "features" / "feats" / f"{name}.hf5", data, times)
-            Y = rng.standard_normal((N_TRS, n_voxels), dtype=np.float32)
-            Y[2:, :n_driven] += data[:-2] @ weights
-            np.save(root / f"{name}.npy", Y)
-            del Y
-            rows.append(f"s1\t{name}\t{modality}\t{name}.npy\t{name}\t{TR}\t0")
+            _write_responses(root / f"{name}{suffix}", rng, data, weights, n_voxels)
+            rows.append(f"s1\t{name}\t{modality}\t{name}{suffix}\t{name}\t{TR}\t0")
     (root / "brainenc_manifest.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
+
+
+def _write_responses(path: Path, rng, data: np.ndarray, weights: np.ndarray, n_voxels: int,
+                     block: int = 50_000) -> None:
+    """Noise plus the planted map of the features 2 TRs earlier, block of voxels by block."""
+    import h5py
+
+    n_trs, n_driven = len(data), weights.shape[1]
+    if path.suffix == ".npy":
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_trs, n_voxels))
+    else:
+        handle = h5py.File(path, "w")
+        out = handle.create_dataset("data", shape=(n_trs, n_voxels), dtype=np.float32)
+    for v0 in range(0, n_voxels, block):
+        v1 = min(v0 + block, n_voxels)
+        Y = rng.standard_normal((n_trs, v1 - v0), dtype=np.float32)
+        if v0 < n_driven:
+            d1 = min(v1, n_driven)
+            Y[2:, :d1 - v0] += data[:-2] @ weights[:, v0:d1]
+        out[:, v0:v1] = Y
+    if path.suffix == ".npy":
+        out.flush()
+        del out
+    else:
+        handle.close()
 
 
 def measure(root: Path, n_targets_batch: int | None) -> dict:
@@ -99,6 +131,50 @@ def report(label: str, numbers: dict) -> None:
     print(f"    fraction significant: {numbers['fraction_significant']}")
 
 
+def run_bounded(root: Path, out: Path, memory: str) -> dict:
+    """``brainenc transfer --memory`` in a child under ``/usr/bin/time -v``: its peak RSS
+    (bytes), wall time and exit status."""
+    command = [sys.executable, "-m", "brainenc.cli", "transfer", "--dataset", str(root),
+               "--subject", "s1", "--features", "feats", "--out", str(out), "--memory", memory,
+               "--quiet"]
+    timed = Path("/usr/bin/time").is_file()
+    start = time.perf_counter()
+    done = subprocess.run((["/usr/bin/time", "-v"] if timed else []) + command,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if timed:
+        line = next(x for x in done.stderr.splitlines() if "Maximum resident set size" in x)
+        peak = int(line.split(":")[1]) * 1024
+    else:  # the largest child's peak, which is this one
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return {"peak": peak, "wall_s": wall, "status": done.returncode, "stderr": done.stderr[-2000:]}
+
+
+def bounded(args) -> None:
+    """The memory-bound measurement (``--memory``)."""
+    from brainenc.checks import parse_memory
+
+    bound = parse_memory(args.memory)
+    n_voxels = args.voxels or 300_000
+    with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
+        start = time.perf_counter()
+        root = write_dataset(Path(tmp) / "ds", n_voxels, args.features, n_runs=args.runs,
+                             n_trs=args.trs, suffix=".hf5")
+        responses = 2 * args.runs * args.trs * n_voxels * 4
+        print(f"dataset: {args.runs}+{args.runs} runs x {args.trs} TRs of {n_voxels} voxels (HDF5), "
+              f"{args.features} features (x 4 delays), written in {time.perf_counter() - start:.0f} s; "
+              f"float32 responses alone: {responses / 1e9:.2f} GB")
+        numbers = run_bounded(root, Path(tmp) / "out", args.memory)
+    if numbers["status"] != 0:
+        print(numbers["stderr"])
+        raise SystemExit(f"brainenc transfer exited {numbers['status']}")
+    verdict = "under" if numbers["peak"] <= bound else "ABOVE"
+    print(f"brainenc transfer --memory {args.memory}: completed in {numbers['wall_s']:.0f} s, "
+          f"maximum resident set size {numbers['peak'] / 1e9:.2f} GB ({verdict} the bound "
+          f"{bound / 1e9:.2f} GB; peak / bound {numbers['peak'] / bound:.2f}, peak / responses "
+          f"{numbers['peak'] / responses:.2f})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voxels", type=int, default=None)
@@ -106,10 +182,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=None, help="n_targets_batch (default: run_transfer's)")
     parser.add_argument("--unbatched", action="store_true", help="also run one batch of all voxels")
     parser.add_argument("--quick", action="store_true", help="5 000 voxels")
+    parser.add_argument("--memory", default=None, metavar="SIZE",
+                        help="measure `brainenc transfer --memory SIZE` (default voxels: 300 000)")
+    parser.add_argument("--runs", type=int, default=N_RUNS, help="runs per modality (--memory)")
+    parser.add_argument("--trs", type=int, default=N_TRS, help="TRs per run (--memory)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         print(json.dumps(measure(args.child, args.batch)))
+        return
+    if args.memory is not None:
+        bounded(args)
         return
 
     n_voxels = args.voxels or (5_000 if args.quick else 100_000)

@@ -28,9 +28,15 @@ voxel-TRs. A lab's sweep: about 8.4 min per job, 23.6 h on one 2-core worker,
 3.0 h on 8, 0.8 h on 32. With ``--quick`` (64 features, 1 000 voxels) the jobs
 take 0.2 s and the cluster's start outweighs them (serial / cluster about 0.2).
 
+``--chunks-only`` measures one large job (4 × ``--voxels``) serially and split
+into one voxel chunk per worker (``chunk_voxels``) on a LocalCluster. Measured
+on 2 cores: a job of 80 000 voxels, 68.0 s serial, 51.0 s in 2 chunks on 2
+workers (serial / chunked = 1.33; each chunk prepares the feature space again).
+
 Usage::
 
     python benchmarks/bench_sweep.py               # 2 subjects × 3 spaces, 20 000 voxels, about 6 minutes
+    python benchmarks/bench_sweep.py --chunks-only # one job of 80 000 voxels, serial and in 2 chunks
     python benchmarks/bench_sweep.py --quick       # 2 × 2, 1 000 voxels
 """
 from __future__ import annotations
@@ -77,7 +83,8 @@ def write_dataset(root: Path, n_subjects: int, n_spaces: int, n_voxels: int, n_f
 
 
 def sweep(folder: Path, dataset: Path, out: str, n_subjects: int, n_spaces: int,
-          scheduler: str = "serial", workers: int = 1, n_runs: int = N_RUNS) -> tuple[float, list[float]]:
+          scheduler: str = "serial", workers: int = 1, n_runs: int = N_RUNS,
+          chunk_voxels: int | None = None) -> tuple[float, list[float]]:
     """Wall time of a sweep and the time of each job (serial: between completions). The last
     run of each modality is the test run (one model per modality, as with ds003020's
     wheretheressmoke), so a job's cost grows linearly with the TRs."""
@@ -87,13 +94,29 @@ def sweep(folder: Path, dataset: Path, out: str, n_subjects: int, n_spaces: int,
     spec.write_text(f'dataset = "{dataset}"\nout = "{folder / out}"\n'
                     f"subjects = {[f's{s}' for s in range(1, n_subjects + 1)]}\n"
                     f"features = {[f'space{k}' for k in range(1, n_spaces + 1)]}\n"
-                    "[analysis]\nreport = false\n[analysis.test_runs]\n"
+                    "[analysis]\nreport = false\n"
+                    + (f"chunk_voxels = {chunk_voxels}\n" if chunk_voxels else "")
+                    + "[analysis.test_runs]\n"
                     f'story = ["story{n_runs - 1}"]\nmovie = ["movie{n_runs - 1}"]\n', encoding="utf-8")
     plan = plan_sweep(load_sweep_spec(spec))
     stamps = [time.perf_counter()]
     run_sweep(plan, scheduler=scheduler, n_workers=workers,
               on_done=lambda key: stamps.append(time.perf_counter()))
     return stamps[-1] - stamps[0], list(np.diff(stamps))
+
+
+def chunked_job(args) -> None:
+    """Step 4: one job of 4 x the voxels, serial (baseline) and as one voxel chunk per worker
+    on a LocalCluster."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        wide = write_dataset(folder / "ds-wide", 1, 1, 4 * args.voxels, args.features, seed=1)
+        serial, _ = sweep(folder, wide, "serial", 1, 1)
+        chunk = -(-4 * args.voxels // args.workers)
+        chunked, _ = sweep(folder, wide, "chunked", 1, 1, "local", args.workers, chunk_voxels=chunk)
+    print(f"one job of {4 * args.voxels} voxels: serial (baseline) {serial:.1f} s; "
+          f"{args.workers} voxel chunks on a LocalCluster of {args.workers} workers {chunked:.1f} s "
+          f"(serial / chunked = {serial / chunked:.2f})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,10 +128,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", type=int, default=768,
                         help="features per feature space (768: a BridgeTower-base layer)")
     parser.add_argument("--quick", action="store_true", help="2 spaces, 1 000 voxels")
+    parser.add_argument("--chunks-only", action="store_true",
+                        help="only step 4: one job of 4 x the voxels, serial and in voxel chunks")
     args = parser.parse_args(argv)
     if args.quick:
         args.spaces, args.voxels, args.features = 2, 1000, 64
     warnings.simplefilter("ignore")
+    if args.chunks_only:
+        chunked_job(args)
+        return
     n_jobs = args.subjects * args.spaces
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -6,6 +6,7 @@ checked first, so that a user error costs seconds and leaves nothing behind.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,43 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+          "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+          "tib": 2**40}
+
+
+def parse_memory(value: str | int | float) -> int:
+    """Bytes of a memory size: a number of bytes, or ``"8GB"``, ``"8 GiB"``, ``"512MB"``.
+
+    Units as Dask reads them: ``KB``/``MB``/``GB``/``TB`` (and ``K``/``M``/``G``/``T``)
+    are powers of 1000, ``KiB``/``MiB``/``GiB``/``TiB`` powers of 1024.
+
+    Raises
+    ------
+    BrainencInputError
+        Not a positive size.
+    """
+    problem = f"--memory must be a size such as 8GB, 16GiB or 512MB, got {value!r}"
+    if isinstance(value, bool):
+        raise BrainencInputError(None, problem)
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
+        if match is None or match[2].lower() not in _UNITS:
+            raise BrainencInputError(None, problem)
+        number, unit = float(match[1]), match[2].lower()
+    size = number * _UNITS[unit]
+    if not math.isfinite(size) or size < 1:
+        raise BrainencInputError(None, problem)
+    return int(size)
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as GB (powers of 1000, as ``--memory`` reads them), two decimals."""
+    return f"{n / 1e9:.2f} GB"
+
+
 def check_analysis_options(
     *,
     significance: bool = True,
@@ -34,6 +72,7 @@ def check_analysis_options(
     n_targets_batch: int = 20000,
     score_func: str = "correlation",
     backend: str = "auto",
+    memory: str | int | None = None,
 ) -> None:
     """Raise :class:`~brainenc.errors.BrainencInputError` for an impossible option.
 
@@ -62,6 +101,11 @@ def check_analysis_options(
     problem = _backend_problem(backend)
     if problem:
         problems.append(problem)
+    if memory is not None:
+        try:
+            parse_memory(memory)
+        except BrainencInputError as error:
+            problems.append(error.problem)
     if problems:
         raise BrainencInputError(None, "; ".join(problems))
 

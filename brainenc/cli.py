@@ -60,6 +60,17 @@ def _add_roi_option(parser: argparse.ArgumentParser) -> None:
                         "simulated subject's ground_truth.npz")
 
 
+def _add_scheduler_options(parser: argparse.ArgumentParser, default: str, unit: str) -> None:
+    """--scheduler and --workers: where the tasks (one per ``unit``) run."""
+    parser.add_argument("--scheduler", default=default, metavar="local|serial|ADDRESS",
+                        help=f"'local': one Dask task per {unit} on a LocalCluster of this machine; "
+                        f"'serial': one {unit} after the other in this process; or a Dask scheduler "
+                        "address (tcp://host:8786, e.g. from dask-jobqueue on SLURM/PBS) whose "
+                        f"workers see the same paths (default: {default})")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="workers of the local cluster (--scheduler local; default: one per core)")
+
+
 def _add_split_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True,
                         help="dataset folder (Huth, BIDS/fMRIPrep) or manifest .tsv")
@@ -72,6 +83,13 @@ def _add_split_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto",
                         help="himalaya backend: auto (GPU when present), numpy, torch, torch_cuda")
     parser.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+
+
+def _add_memory_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--memory", default=None, metavar="SIZE",
+                        help="bound the analysis's memory (e.g. 8GB, 16GiB): responses are read "
+                        "from their files in voxel batches sized to stay under it (default: all "
+                        "responses in memory, batches of 20 000 voxels)")
 
 
 def _add_encode_parser(sub) -> None:
@@ -98,6 +116,7 @@ def _add_encode_parser(sub) -> None:
     _add_cleaning_options(enc)
     _add_overwrite_option(enc, "encoding result")
     _add_analysis_options(enc)
+    _add_memory_option(enc)
 
 
 def _add_task_parser(sub) -> None:
@@ -160,12 +179,11 @@ def _add_sweep_parser(sub) -> None:
                            "then write OUT/sweep_summary.csv and OUT/sweep_report.html. Finished "
                            "folders are kept: running the same spec again resumes (docs/sweeps.md).")
     sweep.add_argument("spec", type=Path, help="sweep specification (.toml)")
-    sweep.add_argument("--scheduler", default="local", metavar="local|serial|ADDRESS",
-                       help="'local' (default): a Dask LocalCluster on this machine; 'serial': one "
-                       "job after the other in this process; or a Dask scheduler address "
-                       "(tcp://host:8786, e.g. from dask-jobqueue on SLURM/PBS)")
-    sweep.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="workers of the local cluster (default: one per core)")
+    _add_scheduler_options(sweep, "local", "job")
+    sweep.add_argument("--memory", default=None, metavar="SIZE",
+                       help="bound each job's memory (e.g. 8GB; replaces [analysis] memory): "
+                       "responses are read in voxel batches sized to stay under it; a local "
+                       "cluster needs --workers times this much")
     sweep.add_argument("--overwrite", action="store_true",
                        help="replace the results of a sweep of another analysis in OUT")
 
@@ -177,7 +195,7 @@ def _sweep(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise BrainencInputError(None, f"--workers must be at least 1, got {args.workers}")
     check_scheduler(args.scheduler)
-    spec = load_sweep_spec(args.spec)
+    spec = load_sweep_spec(args.spec).with_memory(args.memory)
     plan = plan_sweep(spec, overwrite=args.overwrite,
                       devices_here=args.scheduler in ("serial", "local"))
     pending = plan.pending()
@@ -218,6 +236,7 @@ def _add_layers_parser(sub) -> None:
     _add_cleaning_options(layers)
     _add_overwrite_option(layers, "layer sweep")
     _add_analysis_options(layers)
+    _add_memory_option(layers)
 
 
 def _add_partition_parser(sub) -> None:
@@ -318,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cleaning_options(tr)
     _add_overwrite_option(tr, "transfer result")
     _add_analysis_options(tr)
+    _add_memory_option(tr)
 
     tr.add_argument("--leave-one-run-out", action="store_true",
                     help="split every modality without named test runs leave-one-run-out, even "
@@ -375,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--batch-size", type=int, default=None, help="inputs per forward pass")
     ex.add_argument("--force", action="store_true", help="recompute cached features")
     ex.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_scheduler_options(ex, "serial", "stimulus")
 
     demo = sub.add_parser("demo", help="simulate a subject and run the whole analysis",
                           description="Simulate a subject, run the transfer analysis with a "
@@ -460,7 +481,7 @@ def _encode(args) -> None:
         cleaning=_cleaning(args),
         preset=args.preset, alphas=args.alphas, test_runs=test_runs, score_func=args.score,
         significance=not args.no_significance, max_lag=args.max_lag, fdr_q=args.fdr_q,
-        backend=args.backend, progress=not args.quiet, modalities=(modality,))
+        backend=args.backend, progress=not args.quiet, modalities=(modality,), memory=args.memory)
     _print_summaries(results)
     print(f"\nresults in {args.out}")
 
@@ -496,6 +517,9 @@ def _check_extract_options(args) -> None:
         problems.append(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout}")
     if problems:
         raise BrainencInputError(None, "; ".join(problems))
+    from feature_extractors.sharded import check_sharding
+
+    check_sharding(args.scheduler, args.workers)
 
 
 def _extract(args) -> None:
@@ -530,11 +554,16 @@ def _extract(args) -> None:
             transformers_logging.disable_progress_bar()
         except ImportError:
             pass
-    extractor = load_extractor(args.model, **options)
-    report = extract_dataset(data, extractor, modality=args.modality, layers=args.layers,
-                             out=out, name_template=args.name, fps=args.fps, tier=tier,
-                             subject=args.subject, force=args.force, progress=not args.quiet,
-                             lock_timeout_s=args.lock_timeout, **checks)
+    settings = dict(modality=args.modality, layers=args.layers, out=out, name_template=args.name,
+                    fps=args.fps, tier=tier, subject=args.subject, force=args.force,
+                    progress=not args.quiet, lock_timeout_s=args.lock_timeout, **checks)
+    if args.scheduler == "serial":
+        report = extract_dataset(data, load_extractor(args.model, **options), **settings)
+    else:
+        from feature_extractors.sharded import extract_sharded
+
+        report = extract_sharded(data, args.model, options=options, scheduler=args.scheduler,
+                                 n_workers=args.workers, **settings)
     for folder in report.removed_staging:
         print(f"removed {folder}, left by an interrupted extraction")
     print(f"{len(report.written)} feature files written, {len(report.cached)} already cached")
@@ -550,7 +579,7 @@ def _layers(args) -> None:
         cleaning=_cleaning(args),
         preset=args.preset, alphas=args.alphas, test_runs=_test_runs(args),
         significance=not args.no_significance, max_lag=args.max_lag, fdr_q=args.fdr_q,
-        backend=args.backend, progress=not args.quiet)
+        backend=args.backend, progress=not args.quiet, memory=args.memory)
     print(f"\n{'layer':<28}" + "".join(f"{d:>17}" for d in sweep.mean_r))
     for k, layer in enumerate(sweep.layers):
         print(f"{layer:<28}" + "".join(f"{sweep.mean_r[d][k]:>10.3f} ({int(sweep.n_map[d][k]):>4})"
@@ -605,7 +634,8 @@ def _run(args) -> int | None:
             overwrite=args.overwrite, analyses=request, cleaning=_cleaning(args),
             preset=args.preset, alphas=args.alphas,
             test_runs=_test_runs(args), score_func=args.score, significance=not args.no_significance,
-            max_lag=args.max_lag, fdr_q=args.fdr_q, backend=args.backend, progress=not args.quiet)
+            max_lag=args.max_lag, fdr_q=args.fdr_q, backend=args.backend, progress=not args.quiet,
+            memory=args.memory)
         _print_summaries(results)
         print(f"\nresults in {args.out}")
     elif args.command == "encode":

@@ -49,7 +49,7 @@ from brainenc.results import TransferResult, json_default
 
 #: Options of :func:`brainenc.transfer.run_transfer` checked before any fit.
 _CHECKED_OPTIONS = ("significance", "max_lag", "fdr_q", "alphas", "n_targets_batch",
-                    "score_func", "backend")
+                    "score_func", "backend", "memory")
 
 
 def strict_json(value):
@@ -192,6 +192,9 @@ def transfer_to_folder(
     if len(modalities) == 1 and (request.compare or request.dimensions):
         raise BrainencInputError(None, "--compare and --dimensions compare story and movie models; "
                                        f"this analysis has {modalities[0]} runs only")
+    if request.dimensions and transfer_options.get("memory") is not None:
+        raise BrainencInputError(None, "--dimensions fits every voxel's responses at once; it "
+                                       "cannot run under --memory")
     with output_folder(out, kind="transfer", overwrite=overwrite,
                        inputs=input_paths(data, subject, spaces)) as staging:
         check_subject_inputs(data, subject, spaces, modalities)
@@ -199,7 +202,7 @@ def transfer_to_folder(
             data, subject, spaces, request, weights_paths(staging, names), **transfer_options)
         outputs = run_analyses(request, data, subject, results, comparisons, rois)
         write_results(results, staging, report=report, analyses=outputs)
-        _relocate_results(results, staging, Path(out))
+        relocate_results(results, staging, Path(out))
     return results
 
 
@@ -250,7 +253,7 @@ def layers_to_folder(
                                               encoding="utf-8")
         if report:
             _layers_report(results, sweep, staging)
-        _relocate_results(results, staging, Path(out))
+        relocate_results(results, staging, Path(out))
     return results, sweep
 
 
@@ -337,7 +340,7 @@ def _relocate(value, staging: Path, final: Path):
     return value
 
 
-def _relocate_results(results: Sequence[TransferResult], staging: Path, out: Path) -> None:
+def relocate_results(results: Sequence[TransferResult], staging: Path, out: Path) -> None:
     """Point the results' settings and weights at ``out``, where the staging folder is renamed."""
     final = Path(out).expanduser().resolve()
     for res in results:
@@ -385,7 +388,7 @@ def run_demo(
         outputs = run_analyses(request, data, info.subject, results, comparisons,
                                ground_truth_rois(truth), seed=seed)
         write_results(results, staging / "results", ground_truth=truth, analyses=outputs)
-        _relocate_results(results, staging, Path(out))
+        relocate_results(results, staging, Path(out))
     return results
 
 

@@ -41,10 +41,18 @@ Cache
 
 All or nothing
     New files are staged and moved into place only once every stimulus
-    succeeded, under an exclusive lock of the feature root
-    (:mod:`feature_extractors.transaction`): a failed or interrupted run leaves
-    the store as it was, and a second extraction into the same root waits and
-    then finds the first one's files cached.
+    succeeded (:mod:`feature_extractors.transaction`): a failed or interrupted
+    run leaves the store as it was. The lock of the feature root is held only
+    to commit, so extractions into one root run side by side; a file another
+    extraction committed meanwhile under the same cache key is kept (and
+    counted as cached) rather than replaced.
+
+Plan, then compute
+    :func:`plan_extraction` does every check and names every file;
+    :func:`run_tasks` computes a list of its :class:`StimulusTask` in one
+    transaction. :func:`extract_dataset` runs all of them in this process,
+    :func:`feature_extractors.sharded.extract_sharded` one Dask task per
+    stimulus.
 """
 from __future__ import annotations
 
@@ -64,7 +72,7 @@ from brainenc.io.features import ALIGNED_PAIR_ATTR, FEATURE_SUFFIX, pair_attrs, 
 from brainenc.io.textgrid import read_word_transcript
 from feature_extractors.base import FeatureExtractor, identity_hash, layer_label, select_layers
 from feature_extractors.text import UntokenisableWordError
-from feature_extractors.transaction import extraction_transaction
+from feature_extractors.transaction import StagedWrites, extraction_transaction, file_signature
 
 MODALITY_CHOICES = ("story", "movie", "both")
 
@@ -350,6 +358,185 @@ def _file_attrs(identity: dict, extractor: FeatureExtractor, layer: str) -> dict
             **pair_attrs(pair.aligned, pair.description)}
 
 
+@dataclass(frozen=True)
+class StimulusTask:
+    """One stimulus to embed, read and checked before any computation.
+
+    Attributes
+    ----------
+    source : StimulusSource
+        The stimulus.
+    words : _StoryWords or None
+        A story's words and their times (None for a movie).
+    identity : dict
+        The extractor's identity for the stimulus' modality.
+    content : str
+        :func:`stimulus_hash` of the stimulus.
+    targets : dict
+        Layer → ``(feature file, cache key)``.
+    """
+
+    source: StimulusSource
+    words: _StoryWords | None
+    identity: dict
+    content: str
+    targets: dict[str, tuple[Path, str]]
+
+    def pending(self, force: bool = False) -> dict[str, tuple | None]:
+        """Layers to compute (not cached, or all with ``force``), each with its target's
+        :func:`~feature_extractors.transaction.file_signature` taken before the check."""
+        pending = {}
+        for layer, (path, key) in self.targets.items():
+            seen = file_signature(path)
+            if force or not is_cached(path, key):
+                pending[layer] = seen
+        return pending
+
+
+@dataclass
+class ExtractionPlan:
+    """What :func:`plan_extraction` found: the tasks and where their files go.
+
+    Attributes
+    ----------
+    out : Path
+        The feature root.
+    spaces : list of str
+        Feature-space names, in layer order.
+    tasks : list of StimulusTask
+        One per stimulus, in run order.
+    fps : float or None
+        Frame rate at which videos are sampled.
+    """
+
+    out: Path
+    spaces: list[str]
+    tasks: list[StimulusTask]
+    fps: float | None = None
+
+
+def _wanted_modalities(extractor: FeatureExtractor, modality: str) -> tuple[str, ...]:
+    wanted = ("story", "movie") if modality == "both" else (modality,)
+    unsupported = [m for m in wanted if m not in extractor.modalities]
+    if modality != "both" and unsupported:
+        raise BrainencInputError(None, f"extractor {extractor.name!r} cannot embed {modality} "
+                                       f"stimuli (it embeds {list(extractor.modalities)})")
+    return tuple(m for m in wanted if m in extractor.modalities)
+
+
+def plan_extraction(
+    dataset: Dataset,
+    extractor: FeatureExtractor,
+    *,
+    modality: str = "both",
+    layers: str | Sequence[str] | None = None,
+    out: str | Path | None = None,
+    name_template: str = "{model}_{label}",
+    fps: float | None = None,
+    tier: str | int | None = None,
+    subject: str | None = None,
+    min_transcript_coverage: float = MIN_TRANSCRIPT_COVERAGE,
+) -> ExtractionPlan:
+    """Read and check every input of an extraction and name its files; compute nothing.
+
+    Checks the layer selection, every transcript (and its coverage of the
+    scan), every movie, and that no target is a feature file ``brainenc
+    extract`` did not write. The parameters are those of
+    :func:`extract_dataset`.
+
+    Returns
+    -------
+    ExtractionPlan
+
+    Raises
+    ------
+    BrainencInputError
+        A bad input; nothing has been written.
+    """
+    out = Path(out) if out is not None else dataset.feature_root
+    if out is None:
+        raise ValueError("no output folder: pass out=")
+    wanted = _wanted_modalities(extractor, modality)
+    chosen = {m: select_layers(extractor.layers(m), layers) for m in wanted}
+    sources = [s for s in dataset_stimuli(dataset, "both", subject) if s.modality in wanted]
+    stories = {s.stimulus: _read_story(s, tier, min_transcript_coverage)
+               for s in sources if s.modality == "story"}
+    for source in sources:
+        if source.modality == "movie":
+            _check_movie(source, fps)
+    spaces = [space_name(name_template, extractor, layer) for m in wanted for layer in chosen[m]]
+    _check_targets_are_ours([
+        out / space_name(name_template, extractor, layer) / f"{source.stimulus}{FEATURE_SUFFIX}"
+        for source in sources for layer in chosen[source.modality]])
+    identities = {m: extractor.modality_identity(m) for m in wanted}
+    timing = {"story": {"tier": tier}, "movie": {"fps": fps}}
+    tasks = []
+    for source in sources:
+        identity, content = identities[source.modality], stimulus_hash(source)
+        targets = {layer: (out / space_name(name_template, extractor, layer)
+                           / f"{source.stimulus}{FEATURE_SUFFIX}",
+                           cache_key(identity, layer, content, timing[source.modality]))
+                   for layer in chosen[source.modality]}
+        tasks.append(StimulusTask(source, stories.get(source.stimulus), identity, content, targets))
+    return ExtractionPlan(out, list(dict.fromkeys(spaces)), tasks, fps)
+
+
+def _stage_task(staging: StagedWrites, task: StimulusTask, pending: dict[str, tuple | None],
+                extractor: FeatureExtractor, fps: float | None) -> None:
+    """Embed one stimulus for the ``pending`` layers and write its files into ``staging``."""
+    todo = list(pending)
+    if task.source.modality == "story":
+        vectors, times = _embed_story(task.source, task.words, extractor, todo), task.words.times
+    else:
+        vectors, times = _embed_movie(task.source, extractor, todo, fps)
+    for layer in todo:
+        path, key = task.targets[layer]
+        write_stimulus_features(
+            staging.path_for(path, key, pending[layer]),
+            np.asarray(vectors[layer], dtype=np.float32), times,
+            model=extractor.name, layer=layer, modality=task.source.modality,
+            stimulus_hash=task.content, cache_key=key,
+            **_file_attrs(task.identity, extractor, layer))
+
+
+def run_tasks(tasks: Sequence[StimulusTask], extractor: FeatureExtractor, out: Path, *,
+              fps: float | None = None, force: bool = False, lock_timeout_s: float | None = None,
+              progress: bool = False) -> ExtractionReport:
+    """Embed ``tasks`` in one transaction (:func:`~feature_extractors.transaction.extraction_transaction`).
+
+    Each task's cache is checked just before it is embedded; the new files are
+    committed together once every task succeeded, keeping any that another
+    extraction committed meanwhile under the same key (those count as cached).
+
+    Parameters
+    ----------
+    tasks : sequence of StimulusTask
+        From :func:`plan_extraction`.
+    extractor : FeatureExtractor
+        The extractor the tasks were planned with.
+    out : Path
+        The feature root.
+    fps, force, lock_timeout_s, progress
+        As in :func:`extract_dataset`.
+
+    Returns
+    -------
+    ExtractionReport
+        Without ``spaces``.
+    """
+    report = ExtractionReport()
+    with extraction_transaction(out, lock_timeout_s, keep_existing=is_cached) as (staging, removed):
+        report.removed_staging = removed
+        for task in tqdm(tasks, desc=f"extract {extractor.name}", disable=not progress):
+            pending = task.pending(force)
+            report.cached += [path for layer, (path, _) in task.targets.items() if layer not in pending]
+            if pending:
+                _stage_task(staging, task, pending, extractor, fps)
+    report.written = list(staging.committed)
+    report.cached += staging.kept
+    return report
+
+
 def extract_dataset(
     dataset: Dataset,
     extractor: FeatureExtractor,
@@ -397,8 +584,8 @@ def extract_dataset(
         Fraction of a story run's analysed scan its transcript's words must
         reach (see :func:`check_transcript_coverage`); 0 switches the check off.
     lock_timeout_s : float, optional
-        Seconds to wait for another extraction into the same feature root
-        (default: as long as it takes).
+        Seconds to wait for the lock of the feature root, held by another
+        extraction while it commits (default: as long as it takes).
     progress : bool
         Show a progress bar.
 
@@ -411,60 +598,15 @@ def extract_dataset(
     BrainencInputError
         A bad input (transcript, movie, layer selection...), found before any
         file is written; the feature store is then left as it was.
-    """
-    out = Path(out) if out is not None else dataset.feature_root
-    if out is None:
-        raise ValueError("no output folder: pass out=")
-    wanted = ("story", "movie") if modality == "both" else (modality,)
-    unsupported = [m for m in wanted if m not in extractor.modalities]
-    if modality != "both" and unsupported:
-        raise BrainencInputError(None, f"extractor {extractor.name!r} cannot embed {modality} "
-                                       f"stimuli (it embeds {list(extractor.modalities)})")
-    wanted = tuple(m for m in wanted if m in extractor.modalities)
-    chosen = {m: select_layers(extractor.layers(m), layers) for m in wanted}
-    sources = [s for s in dataset_stimuli(dataset, "both", subject) if s.modality in wanted]
-    stories = {s.stimulus: _read_story(s, tier, min_transcript_coverage)
-               for s in sources if s.modality == "story"}
-    for source in sources:
-        if source.modality == "movie":
-            _check_movie(source, fps)
-    identities = {m: extractor.modality_identity(m) for m in wanted}
-    timing = {"story": {"tier": tier}, "movie": {"fps": fps}}
-    report = ExtractionReport()
-    for m in wanted:
-        report.spaces += [space_name(name_template, extractor, layer) for layer in chosen[m]]
-    report.spaces = list(dict.fromkeys(report.spaces))
-    _check_targets_are_ours([
-        out / space_name(name_template, extractor, layer) / f"{source.stimulus}{FEATURE_SUFFIX}"
-        for source in sources for layer in chosen[source.modality]])
 
-    with extraction_transaction(out, lock_timeout_s) as (staging, removed):
-        report.removed_staging = removed
-        for source in tqdm(sources, desc=f"extract {extractor.name}", disable=not progress):
-            identity = identities[source.modality]
-            content = stimulus_hash(source)
-            targets = {
-                layer: (out / space_name(name_template, extractor, layer)
-                        / f"{source.stimulus}{FEATURE_SUFFIX}",
-                        cache_key(identity, layer, content, timing[source.modality]))
-                for layer in chosen[source.modality]
-            }
-            todo = [layer for layer, (path, key) in targets.items()
-                    if force or not is_cached(path, key)]
-            report.cached += [path for layer, (path, _) in targets.items() if layer not in todo]
-            if not todo:
-                continue
-            if source.modality == "story":
-                words = stories[source.stimulus]
-                vectors, times = _embed_story(source, words, extractor, todo), words.times
-            else:
-                vectors, times = _embed_movie(source, extractor, todo, fps)
-            for layer in todo:
-                path, key = targets[layer]
-                write_stimulus_features(
-                    staging.path_for(path), np.asarray(vectors[layer], dtype=np.float32), times,
-                    model=extractor.name, layer=layer, modality=source.modality,
-                    stimulus_hash=content, cache_key=key,
-                    **_file_attrs(identity, extractor, layer))
-    report.written = [target for _, target in staging.moves]
+    See Also
+    --------
+    feature_extractors.sharded.extract_sharded : the same on several Dask workers.
+    """
+    plan = plan_extraction(dataset, extractor, modality=modality, layers=layers, out=out,
+                           name_template=name_template, fps=fps, tier=tier, subject=subject,
+                           min_transcript_coverage=min_transcript_coverage)
+    report = run_tasks(plan.tasks, extractor, plan.out, fps=fps, force=force,
+                       lock_timeout_s=lock_timeout_s, progress=progress)
+    report.spaces = plan.spaces
     return report

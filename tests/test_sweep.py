@@ -299,3 +299,71 @@ def test_a_sweep_root_inside_the_dataset_is_refused_before_anything_is_written(s
     before = sorted(p.name for p in (sweep_root / "ds").iterdir())
     assert_refused(capsys, main(["sweep", str(spec), "--scheduler", "serial"]), "s1/feats")
     assert sorted(p.name for p in (sweep_root / "ds").iterdir()) == before
+
+
+CHUNKED = SPEC.replace("report = false", "report = false\nn_targets_batch = 4")
+
+
+@pytest.fixture(scope="module")
+def batched(sweep_root) -> dict:
+    """The serial sweep in batches of 4 voxels, without chunks: the reference of the chunks."""
+    spec = _spec(sweep_root, "batched", CHUNKED)
+    assert main(["sweep", str(spec), "--scheduler", "serial"]) == 0
+    return _scores(sweep_root / "batched")
+
+
+def _weights(out: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    found = {}
+    for path in sorted(out.glob("*/*/weights.h5")):
+        with h5py.File(path, "r") as handle:
+            for modality in ("story", "movie"):
+                for name in ("weights", "alphas"):
+                    found[f"{path.parent.name}/{modality}/{name}"] = handle[f"{modality}/{name}"][()]
+    return found
+
+
+@pytest.mark.slow
+def test_voxel_chunks_on_two_workers_equal_the_unchunked_sweep_bit_for_bit(sweep_root, batched):
+    """12 voxels in chunks of 4 (whole batches): three tasks per job and one that assembles
+    them; scores, p-values, FDR maps and weights equal the unchunked sweep's bit for bit."""
+    spec = _spec(sweep_root, "chunked", CHUNKED + "chunk_voxels = 4\n")
+    assert main(["sweep", str(spec), "--scheduler", "local", "--workers", "2"]) == 0
+    _assert_equal_bit_for_bit(_scores(sweep_root / "chunked"), batched)
+    found, expected = _weights(sweep_root / "chunked"), _weights(sweep_root / "batched")
+    assert sorted(found) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(found[key], value, err_msg=key)
+    assert not list((sweep_root / "chunked").glob("*/.*.chunks"))   # parts removed when done
+
+
+def test_finished_chunks_are_found_again_and_not_recomputed(sweep_root, batched, monkeypatch):
+    """Two chunks of a job finished before an interruption: the rerun computes the others only,
+    and the result equals the unchunked sweep's."""
+    import brainenc.transfer.run as transfer_run
+    from brainenc.sweep.chunks import chunks_folder, job_chunks, run_chunk
+
+    spec = _spec(sweep_root, "resumed_chunks", CHUNKED + "chunk_voxels = 4\n")
+    plan = plan_sweep(load_sweep_spec(spec))
+    job = plan.jobs[0]
+    chunks = job_chunks(plan, job, plan.n_voxels[job.subject])
+    assert [(c.start, c.stop) for c in chunks] == [(0, 4), (4, 8), (8, 12)]
+    (plan.spec.out / job.subject).mkdir(parents=True)
+    done = [run_chunk(plan, job, columns) for columns in chunks[:2]]
+    assert all((part / "scores.npz").is_file() for part in done)
+    calls = []
+    original = transfer_run.score_spaces
+    monkeypatch.setattr(transfer_run, "score_spaces",
+                        lambda plan, *a, **k: calls.append(plan.columns) or original(plan, *a, **k))
+    run_sweep(plan, scheduler="serial")
+    assert len(calls) == 3 * len(plan.jobs) - 2
+    assert slice(0, 4) in calls and calls.count(slice(0, 4)) == len(plan.jobs) - 1
+    _assert_equal_bit_for_bit(_scores(plan.spec.out), batched)
+    assert not chunks_folder(job).exists()
+
+
+def test_chunk_voxels_must_be_a_positive_whole_number(sweep_root, capsys):
+    spec = _spec(sweep_root, "bad_chunks", SPEC + "chunk_voxels = 0\n")
+    assert_refused(capsys, main(["sweep", str(spec)]), "chunk_voxels", "whole number")
+    assert not (sweep_root / "bad_chunks").exists()

@@ -192,8 +192,8 @@ def check_response_space(run: Run, n_voxels: int,
     )
 
 
-def load_responses(run: Run, dtype=np.float32) -> np.ndarray:
-    """Load the analysed responses of ``run``.
+def load_responses(run: Run, dtype=np.float32, columns: slice | None = None) -> np.ndarray:
+    """Load the analysed responses of ``run``, all voxels or the voxels ``columns``.
 
     Parameters
     ----------
@@ -203,6 +203,9 @@ def load_responses(run: Run, dtype=np.float32) -> np.ndarray:
         must already hold exactly ``run.n_trs`` rows.
     dtype : numpy dtype
         Type of the returned array.
+    columns : slice, optional
+        Only these voxel columns (step 1). HDF5 and ``.npy`` files are read for
+        these columns only; NIfTI and GIfTI files are read whole and cut.
 
     Returns
     -------
@@ -227,6 +230,8 @@ def load_responses(run: Run, dtype=np.float32) -> np.ndarray:
     """
     paths = tuple(Path(p) for p in run.response_paths)
     kind = _checked_format(paths, run.mask_path)
+    if columns is not None:
+        return _load_columns(run, paths, kind, dtype, columns)
     if kind == "hdf5":
         blocks = [_read_hdf5(paths[0])]
     elif kind == "npy":
@@ -238,24 +243,53 @@ def load_responses(run: Run, dtype=np.float32) -> np.ndarray:
 
     n_rows = blocks[0].shape[0]
     _check_row_count(run, paths[0], n_rows)
-    start, stop = (0, n_rows) if run.response_is_trimmed else (
-        run.trim_start, n_rows - run.trim_end)
-
     check_response_space(run, sum(block.shape[1] for block in blocks),
                          [block.shape[1] for block in blocks])
-
     kept = []
     first_column = 0
     for path, block in zip(paths, blocks):
-        raw = block[start:stop]
-        # Values too large for ``dtype`` become inf and are told apart just below.
-        with np.errstate(over="ignore"):
-            values = np.asarray(raw, dtype=dtype)
-        _check_finite(values, raw, path, first_column)
+        values = _checked_rows(run, block, path, dtype, first_column)
         _warn_if_constant(values, path)
         kept.append(values)
         first_column += values.shape[1]
     data = kept[0] if len(kept) == 1 else np.concatenate(kept, axis=1)
+    return _cleaned(run, data)
+
+
+def _checked_rows(run: Run, block, path: Path, dtype, first_column: int) -> np.ndarray:
+    """The analysed rows of ``block`` (the trims applied) as ``dtype``, checked finite."""
+    n_rows = block.shape[0]
+    start, stop = (0, n_rows) if run.response_is_trimmed else (run.trim_start, n_rows - run.trim_end)
+    raw = block[start:stop]
+    # Values too large for ``dtype`` become inf and are told apart just below.
+    with np.errstate(over="ignore"):
+        values = np.asarray(raw, dtype=dtype)
+    _check_finite(values, raw, path, first_column)
+    return values
+
+
+def _load_columns(run: Run, paths: tuple[Path, ...], kind: str, dtype, columns: slice) -> np.ndarray:
+    """:func:`load_responses` for the voxel columns ``columns`` (no all-constant warning)."""
+    n_rows, n_voxels = read_response_shape(paths, run.mask_path)
+    _check_row_count(run, paths[0], n_rows)
+    start, stop, step = columns.indices(n_voxels)
+    if step != 1:
+        raise ValueError("columns must be a slice of step 1")
+    if kind in ("hdf5", "npy"):
+        check_response_space(run, n_voxels)
+        read = _read_hdf5 if kind == "hdf5" else _read_npy
+        block = read(paths[0], slice(start, stop))
+    else:
+        whole = [_read_nifti(paths[0], run.mask_path)] if kind == "nifti" else _gifti_blocks(paths)
+        check_response_space(run, n_voxels, [b.shape[1] for b in whole])
+        block = (whole[0] if len(whole) == 1 else np.concatenate(whole, axis=1))[:, start:stop]
+        del whole
+    values = _checked_rows(run, block, paths[0], dtype, start)
+    return _cleaned(run, np.ascontiguousarray(values))
+
+
+def _cleaned(run: Run, data: np.ndarray) -> np.ndarray:
+    """``data`` after the run's cleaning, if any."""
     if run.cleaning is not None:
         from brainenc.io.confounds import clean_run_responses
 
@@ -392,12 +426,12 @@ def _hdf5_shape(path: Path) -> tuple[int, ...]:
             path, f"cannot read the HDF5 file: truncated or corrupt ({error})") from error
 
 
-def _read_hdf5(path: Path) -> np.ndarray:
+def _read_hdf5(path: Path, columns: slice | None = None) -> np.ndarray:
     try:
         with h5py.File(path, "r") as handle:
             dataset = _hdf5_data(handle, path)
             _check_matrix_shape(dataset.shape, path, "'data'")
-            return dataset[()]
+            return dataset[()] if columns is None else dataset[:, columns]
     except OSError as error:
         raise BrainencInputError(
             path, f"cannot read the HDF5 file: truncated or corrupt ({error})") from error
@@ -433,9 +467,13 @@ def _npy_shape(path: Path) -> tuple[int, ...]:
     return shape
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _read_npy(path: Path, columns: slice | None = None) -> np.ndarray:
     _npy_header(path)
     try:
+        if columns is not None:
+            _npy_shape(path)   # a truncated file is an error, not a short map
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+            return np.array(mapped[:, columns])
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise BrainencInputError(

@@ -9,7 +9,7 @@ skips it, and an interrupted one never leaves half a result there.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from brainenc.errors import BrainencInputError
@@ -46,6 +46,8 @@ class SweepPlan:
     jobs: tuple[Job, ...]
     #: keys of finished folders that hold a replaced analysis (``--overwrite``): redone
     stale: frozenset[str] = frozenset()
+    #: voxels of each subject (from the response files' headers)
+    n_voxels: dict[str, int] = field(default_factory=dict)
 
     @property
     def subjects(self) -> list[str]:
@@ -125,10 +127,11 @@ def plan_sweep(spec: SweepSpec, overwrite: bool = False, devices_here: bool = Tr
         resolve_feature_spaces,
     )
     from brainenc.io.layouts import load_dataset
+    from brainenc.io.responses import response_shape
     from brainenc.transfer.plan import check_modalities
 
     options = spec.transfer_options()
-    checked = ["significance", "max_lag", "fdr_q", "alphas", "n_targets_batch"]
+    checked = ["significance", "max_lag", "fdr_q", "alphas", "n_targets_batch", "memory"]
     if devices_here or options.get("backend") not in GPU_BACKENDS:
         checked.append("backend")
     check_analysis_options(**{k: v for k, v in options.items() if k in checked})
@@ -143,7 +146,8 @@ def plan_sweep(spec: SweepSpec, overwrite: bool = False, devices_here: bool = Tr
         check_subject_inputs(data, subject, spaces, modalities)
     stale = _stale_keys(spec, overwrite)
     jobs = tuple(Job(subject, name, spec.out / subject / name) for subject in subjects for name in names)
-    plan = SweepPlan(spec, jobs, frozenset(stale & {job.key for job in jobs}))
+    voxels = {subject: response_shape(data.runs_for(subject)[0])[1] for subject in subjects}
+    plan = SweepPlan(spec, jobs, frozenset(stale & {job.key for job in jobs}), voxels)
     inputs = {subject: input_paths(data, subject, spaces) for subject in subjects}
     for job in plan.pending():   # the rules of every brainenc output folder, for each job's
         check_output_folder(job.folder, kind="transfer", overwrite=job.key in plan.stale,

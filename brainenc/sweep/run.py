@@ -25,9 +25,11 @@ from brainenc.io.atomic import atomic_path
 from brainenc.io.output import clean_leftovers
 from brainenc.sweep.plan import SWEEP_MARKER, Job, SweepPlan
 
-__all__ = ["run_job", "run_sweep", "check_scheduler", "SweepFailed", "SCHEDULERS"]
+__all__ = ["run_job", "run_sweep", "check_scheduler", "open_client", "SweepFailed", "SCHEDULERS"]
 
 SCHEDULERS = ("serial", "local")
+#: A local worker's memory limit over the jobs' memory bound.
+WORKER_MEMORY_MARGIN = 1.3
 
 
 class SweepFailed(RuntimeError):
@@ -54,10 +56,15 @@ def run_job(plan: SweepPlan, job: Job) -> str:
     from brainenc.sweep.plan import job_done
     from brainenc.workflows import transfer_to_folder
 
+    from brainenc.sweep.chunks import finish_job, job_chunks, run_chunk
+
     replace = job.key in plan.stale
     if job_done(job) and not replace:
         return job.key
     clean_leftovers(job.folder)
+    chunks = job_chunks(plan, job, plan.n_voxels.get(job.subject, 0))
+    if len(chunks) > 1:
+        return finish_job(plan, job, [run_chunk(plan, job, columns) for columns in chunks])
     spec = plan.spec
     transfer_to_folder(spec.dataset, job.subject, [job.feature_space], job.folder,
                        report=spec.report, overwrite=replace, progress=False,
@@ -88,13 +95,17 @@ def _write_marker(plan: SweepPlan, stale: set[str]) -> None:
         Path(tmp).write_text(json.dumps(content, indent=2), encoding="utf-8")
 
 
-def _client(scheduler: str, n_workers: int | None):
+def open_client(scheduler: str, n_workers: int | None = None, memory_limit: int | None = None):
+    """A Dask client and its cluster (None for an address): a :class:`distributed.LocalCluster`
+    of ``n_workers`` single-threaded processes (default one per core) for ``"local"``, else
+    the scheduler at the address ``scheduler``. ``memory_limit`` (bytes per worker) replaces
+    Dask's default share of this machine's memory."""
     from distributed import Client, LocalCluster
 
     if scheduler == "local":
         workers = n_workers or max(1, os.cpu_count() or 1)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=None, memory_limit=memory_limit or "auto")
         return Client(cluster), cluster
     return Client(scheduler), None
 
@@ -151,15 +162,36 @@ def run_sweep(plan: SweepPlan, scheduler: str = "local", n_workers: int | None =
     return done
 
 
+def _submit_job(client, plan: SweepPlan, job: Job):
+    """The future of ``job``: one task, or one per voxel chunk and one that assembles them."""
+    from brainenc.sweep.chunks import finish_job, job_chunks, run_chunk
+
+    key = f"brainenc-sweep-{job.key}"
+    chunks = job_chunks(plan, job, plan.n_voxels.get(job.subject, 0))
+    if len(chunks) == 1:
+        return client.submit(run_job, plan, job, key=key, pure=False)
+    parts = [client.submit(run_chunk, plan, job, columns, key=f"{key}-{columns.start}", pure=False)
+             for columns in chunks]
+    return client.submit(finish_job, plan, job, parts, key=key, pure=False)
+
+
+def _worker_memory(plan: SweepPlan) -> int | None:
+    """Memory of a local worker for jobs under a bound: the bound and a margin, so that Dask's
+    own limits (pause at 80 %, restart at 95 %) stay above what the job allows itself."""
+    from brainenc.checks import parse_memory
+
+    memory = plan.spec.memory
+    return None if memory is None else int(parse_memory(memory) * WORKER_MEMORY_MARGIN)
+
+
 def _run_on_dask(plan, pending, scheduler, n_workers, client, finished, failures) -> None:
     from distributed import as_completed
 
     own = client is None
     if own:
-        client, cluster = _client(scheduler, n_workers)
+        client, cluster = open_client(scheduler, n_workers, _worker_memory(plan))
     try:
-        futures = {client.submit(run_job, plan, job, key=f"brainenc-sweep-{job.key}", pure=False): job
-                   for job in pending}
+        futures = {_submit_job(client, plan, job): job for job in pending}
         for future in as_completed(futures):
             try:
                 finished(future.result())

@@ -16,6 +16,8 @@
     significance = true
     alphas = [1.0, 10.0, 100.0]
     report = true                   # each folder's report.html
+    memory = "8GB"                  # optional: the bound of each job (--memory of transfer)
+    chunk_voxels = 100000           # optional: a larger subject's job runs as voxel chunks
 
     [analysis.test_runs]            # optional: named test runs (default: the layout's)
     story = ["wheretheressmoke"]
@@ -26,7 +28,7 @@ checked by :func:`brainenc.sweep.run.plan_sweep` before the first fit.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,9 @@ __all__ = ["SweepSpec", "load_sweep_spec", "SPEC_KEYS", "ANALYSIS_KEYS"]
 
 SPEC_KEYS = ("dataset", "out", "subjects", "features", "layers", "analysis")
 ANALYSIS_KEYS = ("modalities", "max_lag", "fdr_q", "significance", "alphas", "seed",
-                 "n_targets_batch", "backend", "report", "test_runs")
+                 "n_targets_batch", "backend", "report", "test_runs", "memory", "chunk_voxels")
+#: Settings that change how a job runs but not its results: left out of the sweep's identity.
+RUN_ONLY_KEYS = ("memory", "chunk_voxels")
 
 
 @dataclass(frozen=True)
@@ -62,16 +66,28 @@ class SweepSpec:
 
     def transfer_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`brainenc.workflows.transfer_to_folder`."""
-        options = {k: v for k, v in self.analysis.items() if k != "report"}
+        options = {k: v for k, v in self.analysis.items() if k not in ("report", "chunk_voxels")}
         if "modalities" in options:
             options["modalities"] = tuple(options["modalities"])
         if "alphas" in options:
             options["alphas"] = [float(a) for a in options["alphas"]]
         return options
 
+    @property
+    def memory(self) -> str | int | None:
+        """The memory bound of each job, if any."""
+        return self.analysis.get("memory")
+
+    def with_memory(self, memory: str | int | None) -> SweepSpec:
+        """This spec with the memory bound ``memory`` (None: the spec's own)."""
+        if memory is None:
+            return self
+        return replace(self, analysis={**self.analysis, "memory": memory})
+
     def identity(self) -> dict[str, Any]:
         """What makes two sweeps the same analysis (stored in the sweep root), as JSON values."""
-        return json.loads(json.dumps({"dataset": str(self.dataset), "analysis": self.analysis},
+        analysis = {k: v for k, v in self.analysis.items() if k not in RUN_ONLY_KEYS}
+        return json.loads(json.dumps({"dataset": str(self.dataset), "analysis": analysis},
                                      default=str))
 
 
@@ -105,6 +121,10 @@ def _analysis(path: Path, content: dict) -> dict[str, Any]:
     if alphas is not None and (not isinstance(alphas, list) or not alphas
                                or not all(isinstance(a, (int, float)) and a > 0 for a in alphas)):
         raise BrainencInputError(path, f"[analysis] alphas: expected positive numbers, got {alphas!r}")
+    chunk = analysis.get("chunk_voxels")
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise BrainencInputError(path, f"[analysis] chunk_voxels: expected a whole number of voxels "
+                                       f">= 1, got {chunk!r}")
     test_runs = analysis.get("test_runs")
     if test_runs is not None and (
             not isinstance(test_runs, dict) or not set(test_runs) <= {"story", "movie"}

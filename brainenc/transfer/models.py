@@ -28,6 +28,7 @@ from brainenc.io.features import (
     space_pair,
 )
 from brainenc.transfer.plan import Folds, TransferPlan, other_modality
+from brainenc.transfer.responses import load_modality_responses
 
 #: Fewer features than this make the normal approximation of the feature-correspondence
 #: test of the transfer maps (:func:`brainenc.inference.alignment_zscores`) rough.
@@ -68,8 +69,6 @@ def load_designs(runs: Sequence[Run], space: FeatureSpace, preset) -> list[np.nd
 
 def load_modality(runs: Sequence[Run], space: FeatureSpace, preset) -> ModalityData:
     """Design matrices and z-scored responses of ``runs``."""
-    from brainenc.transfer.plan import load_modality_responses
-
     return ModalityData(list(runs), load_designs(runs, space, preset), load_modality_responses(runs))
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from brainenc.checks import check_analysis_options, missing_runs_message
-from brainenc.design import get_preset, zscore_columns
+from brainenc.design import get_preset
 from brainenc.errors import BrainencInputError, BrainencInputWarning
 from brainenc.inference import default_max_lag
 from brainenc.io.dataset import MODALITIES, Dataset, Run
-from brainenc.io.responses import load_responses
+from brainenc.io.responses import response_shape
+from brainenc.transfer.memory import parse_memory, response_chunk
+from brainenc.transfer.responses import SubjectResponses
 
 #: (training run indices, test run indices) of each model of one modality.
 Folds = list[tuple[list[int], list[int]]]
@@ -41,6 +43,7 @@ class AnalysisOptions:
     fdr_q: float
     backend: str
     n_targets_batch: int
+    memory: int | None = None
 
 
 @dataclass
@@ -62,10 +65,9 @@ class TransferPlan:
         Per training modality, the runs of the other modality its models predict.
     lags : dict of str to int or None
         Autocorrelation lags of each modality's tests; None without tests.
-    responses : dict of str to list of ndarray
-        Z-scored float32 responses (TRs × voxels) of every run.
-    constant : ndarray of bool
-        Voxels constant in every run of a modality (scored NaN).
+    store : SubjectResponses
+        Z-scored float32 responses (TRs × voxels) of every run, in memory or
+        read batch by batch (:mod:`brainenc.transfer.responses`).
     modalities : tuple of str
         The modalities analysed: both (the four directions of a transfer
         analysis) or one (its within-modality direction only).
@@ -79,13 +81,22 @@ class TransferPlan:
     folds: dict[str, Folds]
     cross_idx: dict[str, list[int]]
     lags: dict[str, int] | None
-    responses: dict[str, list[np.ndarray]]
-    constant: np.ndarray
+    store: SubjectResponses
     modalities: tuple[str, ...] = MODALITIES
 
     @property
     def n_voxels(self) -> int:
-        return int(self.responses[self.modalities[0]][0].shape[1])
+        return self.store.n_voxels
+
+    @property
+    def constant(self) -> np.ndarray:
+        """Voxels constant in every run of a modality (scored NaN)."""
+        return self.store.constant
+
+    @property
+    def responses(self) -> dict[str, list[np.ndarray]]:
+        """Every run's responses, per modality (a plan that holds them in memory only)."""
+        return {m: self.store.all_runs(m) for m in self.modalities}
 
     @property
     def cross_modal(self) -> bool:
@@ -101,16 +112,24 @@ class TransferPlan:
         return within + tuple(f"{m}_to_{other_modality(m)}" for m in self.modalities)
 
     def run_lengths(self, modality: str) -> list[int]:
-        return [len(Y) for Y in self.responses[modality]]
+        return self.store.run_lengths(modality)
 
     def stack_responses(self, modality: str, indices: Sequence[int], columns: slice) -> np.ndarray:
         """Response rows of the runs at ``indices`` for the voxels ``columns``."""
-        return np.concatenate([self.responses[modality][i][:, columns] for i in indices])
+        return self.store.stack(modality, indices, columns)
+
+    @property
+    def columns(self) -> slice:
+        """The voxels this plan analyses: all of them, or a chunk's."""
+        return self.store.columns
 
     def batches(self) -> list[slice]:
-        """Voxel batches of at most ``n_targets_batch`` columns."""
+        """Voxel batches of at most ``n_targets_batch`` columns: those of the whole subject,
+        cut to the plan's voxels."""
         step = self.options.n_targets_batch
-        return [slice(v0, min(v0 + step, self.n_voxels)) for v0 in range(0, self.n_voxels, step)]
+        first, last = self.columns.start, self.columns.stop
+        starts = range(first - first % step, last, step)
+        return [slice(max(v0, first), min(v0 + step, last)) for v0 in starts]
 
     def split_settings(self) -> dict:
         """Run names of every fold and cross-modal test set, per training modality."""
@@ -260,25 +279,17 @@ def _warn_about_one_step(runs: dict[str, list[Run]], chosen: dict[str, list[int]
             BrainencInputWarning, stacklevel=3)
 
 
-def load_modality_responses(runs: Sequence[Run]) -> list[np.ndarray]:
-    """Z-scored float32 responses of ``runs``, which must have the same voxels."""
-    responses = []
-    n_voxels = None
-    for run in runs:
-        Y = load_responses(run)
-        if n_voxels is not None and Y.shape[1] != n_voxels:
-            raise BrainencInputError(
-                run.response_paths[0],
-                f"has {Y.shape[1]} voxels but earlier runs of subject {run.subject} have {n_voxels}",
-            )
-        n_voxels = Y.shape[1]
-        responses.append(zscore_columns(Y).astype(np.float32))
-    return responses
-
-
-def _constant_voxels(responses: Sequence[np.ndarray]) -> np.ndarray:
-    """Voxels that are constant within every run of a modality."""
-    return np.all([np.all(Y == 0, axis=0) for Y in responses], axis=0)
+def _responses(runs: dict[str, list[Run]], options: AnalysisOptions, chunk_reads: bool,
+               columns: slice | None) -> SubjectResponses:
+    """The responses in memory, or read by chunks (a memory bound sets the chunk)."""
+    if options.memory is None and not chunk_reads:
+        return SubjectResponses.in_memory(runs)
+    chunk = options.n_targets_batch
+    if options.memory is not None:
+        first = next(iter(runs.values()))[0]
+        n_trs = sum(run.n_trs for modality_runs in runs.values() for run in modality_runs)
+        chunk = response_chunk(options.memory, response_shape(first)[1], n_trs, chunk)
+    return SubjectResponses.by_chunks(runs, chunk, columns)
 
 
 def plan_transfer(
@@ -295,12 +306,20 @@ def plan_transfer(
     backend: str = "auto",
     n_targets_batch: int = 20000,
     modalities: Sequence[str] = MODALITIES,
+    memory: str | int | None = None,
+    chunk_reads: bool = False,
+    columns: slice | None = None,
 ) -> TransferPlan:
     """Check the options and the split of one subject, and load its responses.
 
     Parameters are those of :func:`brainenc.transfer.run_transfer`; ``modalities``
     names the modalities analysed (both, or one for a within-modality analysis,
-    :func:`brainenc.transfer.run_encoding`). Everything
+    :func:`brainenc.transfer.run_encoding`). With ``memory`` (a bound such as
+    ``"8GB"``, :mod:`brainenc.transfer.memory`) or ``chunk_reads`` the responses
+    are read batch by batch instead of held in memory
+    (:class:`~brainenc.transfer.responses.SubjectResponses`). ``columns`` (a slice
+    of voxels, read by batch) makes the plan of one voxel chunk of the subject:
+    only those voxels are read, checked and analysed. Everything
     that can fail on the options or the runs fails here, before any feature
     is read or any model fitted.
 
@@ -309,11 +328,13 @@ def plan_transfer(
     TransferPlan
     """
     check_analysis_options(significance=significance, max_lag=max_lag, fdr_q=fdr_q, alphas=alphas,
-                           n_targets_batch=n_targets_batch, score_func=score_func, backend=backend)
+                           n_targets_batch=n_targets_batch, score_func=score_func, backend=backend,
+                           memory=memory)
+    bound = None if memory is None else parse_memory(memory)
     design_preset = get_preset(preset or dataset.preset)
     alpha_grid = np.asarray(alphas if alphas is not None else design_preset.alphas, dtype=float)
     options = AnalysisOptions(design_preset, alpha_grid, score_func, bool(significance), max_lag,
-                              float(fdr_q), backend, int(n_targets_batch))
+                              float(fdr_q), backend, int(n_targets_batch), bound)
     modalities = check_modalities(modalities)
     runs = {m: dataset.runs_for(subject, m) for m in modalities}
     for modality in modalities:
@@ -343,14 +364,8 @@ def plan_transfer(
     if lags is not None:
         _check_max_lag(runs, lags, explicit=max_lag is not None)
         _warn_about_one_step(runs, chosen)
-    responses = {m: load_modality_responses(runs[m]) for m in modalities}
-    n_voxels = {m: responses[m][0].shape[1] for m in modalities}
-    if len(set(n_voxels.values())) > 1:
-        raise BrainencInputError(
-            runs["movie"][0].response_paths[0],
-            f"has {n_voxels['movie']} voxels but the story runs have {n_voxels['story']}",
-        )
-    constant = np.any([_constant_voxels(responses[m]) for m in modalities], axis=0)
+    store = _responses(runs, options, chunk_reads or columns is not None, columns)
+    constant = store.constant
     if constant.any():
         warnings.warn(
             f"{int(constant.sum())} voxels of subject {subject} are constant in every run of a "
@@ -358,4 +373,4 @@ def plan_transfer(
             stacklevel=3,
         )
     return TransferPlan(dataset, subject, options, runs, chosen, folds, cross_idx, lags,
-                        responses, constant, modalities)
+                        store, modalities)

@@ -10,6 +10,7 @@ then discarded.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from brainenc.io.dataset import MODALITIES, Dataset
 from brainenc.io.features import FeatureSpace
 from brainenc.io.weights import WeightsWriter
 from brainenc.results import TransferResult
+from brainenc.transfer.memory import memory_batch
 from brainenc.transfer.models import BatchPredictions, SpaceModels, predict_batch, prepare_space
 from brainenc.transfer.plan import TransferPlan, plan_transfer
 from brainenc.transfer.scores import VoxelScores, batch_noise, score_batch, transfer_result
@@ -39,26 +41,36 @@ def _weights_writer(plan: TransferPlan, space: SpaceModels, path: Path) -> Weigh
                          list(plan.options.preset.delays), plan.n_voxels, attrs, plan.modalities)
 
 
-def analyse_spaces(plan: TransferPlan, spaces: Sequence[SpaceModels], *,
-                   weights_paths: Mapping[str, str | Path] | None = None, progress: bool = True,
-                   on_batch: BatchHook | None = None) -> list[TransferResult]:
-    """Fit, predict, score and test every voxel batch of every space; one result per space.
+def fit_to_memory(plan: TransferPlan, spaces: Sequence[SpaceModels],
+                  keep_predictions: bool = False) -> TransferPlan:
+    """``plan`` with the voxel batch that keeps a memory-bounded analysis under its bound
+    (:func:`~brainenc.transfer.memory.memory_batch`); ``plan`` itself without a bound."""
+    if plan.options.memory is None:
+        return plan
+    n_trs = sum(sum(plan.run_lengths(m)) for m in plan.modalities)
+    batch = memory_batch(plan.options.memory, plan.n_voxels, n_trs, spaces,
+                         plan.options.n_targets_batch, keep_predictions)
+    return replace(plan, options=replace(plan.options, n_targets_batch=batch))
 
-    Parameters
-    ----------
-    plan : TransferPlan
-    spaces : sequence of SpaceModels
-        From :func:`~brainenc.transfer.models.prepare_space`, distinct names.
-    weights_paths : mapping of str to path, optional
-        Per space name, where to write its weights (:mod:`brainenc.io.weights`).
-    progress : bool
-    on_batch : callable, optional
-        Called after each batch with its predictions (analyses that need them,
-        such as paired comparisons of spaces).
+
+def score_spaces(plan: TransferPlan, spaces: Sequence[SpaceModels], *,
+                 weights_paths: Mapping[str, str | Path] | None = None, progress: bool = True,
+                 on_batch: BatchHook | None = None) -> dict[str, VoxelScores]:
+    """Fit, predict and score every voxel batch of the plan's voxels, for every space.
+
+    The plan's voxels are all of the subject's, or the part a plan of a voxel chunk
+    covers (:func:`~brainenc.transfer.plan.plan_transfer` with ``columns``); the scores of
+    other voxels stay NaN. The parameters are those of :func:`analyse_spaces`.
+
+    Returns
+    -------
+    dict of str to VoxelScores
+        Per space name.
     """
     names = [space.name for space in spaces]
     if len(set(names)) != len(names):
         raise BrainencInputError(None, f"feature spaces must be distinct, got {names}")
+    plan = fit_to_memory(plan, spaces, keep_predictions=on_batch is not None)
     weights_paths = dict(weights_paths or {})
     scores = {name: VoxelScores.empty(plan.n_voxels, plan.directions, plan.modalities)
               for name in names}
@@ -82,9 +94,31 @@ def analyse_spaces(plan: TransferPlan, spaces: Sequence[SpaceModels], *,
                 del predicted
             if on_batch is not None:
                 on_batch(columns, predictions, noise)
+    return scores
+
+
+def analyse_spaces(plan: TransferPlan, spaces: Sequence[SpaceModels], *,
+                   weights_paths: Mapping[str, str | Path] | None = None, progress: bool = True,
+                   on_batch: BatchHook | None = None) -> list[TransferResult]:
+    """Fit, predict, score and test every voxel batch of every space; one result per space.
+
+    Parameters
+    ----------
+    plan : TransferPlan
+    spaces : sequence of SpaceModels
+        From :func:`~brainenc.transfer.models.prepare_space`, distinct names.
+    weights_paths : mapping of str to path, optional
+        Per space name, where to write its weights (:mod:`brainenc.io.weights`).
+    progress : bool
+    on_batch : callable, optional
+        Called after each batch with its predictions (analyses that need them,
+        such as paired comparisons of spaces).
+    """
+    scores = score_spaces(plan, spaces, weights_paths=weights_paths, progress=progress,
+                          on_batch=on_batch)
     results = [transfer_result(plan, space, scores[space.name]) for space in spaces]
     for result in results:
-        if result.feature_space in weights_paths:
+        if weights_paths and result.feature_space in weights_paths:
             result.weights_path = str(Path(weights_paths[result.feature_space]).resolve())
     return results
 
@@ -139,6 +173,7 @@ def run_transfer(
     fdr_q: float = 0.05,
     backend: str = "auto",
     n_targets_batch: int = 20000,
+    memory: str | int | None = None,
     weights_path: str | Path | None = None,
     progress: bool = True,
     modalities: Sequence[str] = MODALITIES,
@@ -179,6 +214,12 @@ def run_transfer(
     n_targets_batch : int
         Voxels fitted, predicted and scored at once. Memory grows with this
         batch, not with the number of voxels; the results do not depend on it.
+    memory : str or int, optional
+        A bound on the memory of the analysis (``"8GB"``, ``"16GiB"``, bytes):
+        the responses are read from their files batch by batch and the batch
+        (at most ``n_targets_batch``) is the largest that keeps the estimated
+        peak under the bound (:mod:`brainenc.transfer.memory`). An error before
+        the first fit when the bound is too small.
     weights_path : path-like, optional
         Write the fitted weights there (``weights.h5``, :mod:`brainenc.io.weights`).
     progress : bool
@@ -194,7 +235,7 @@ def run_transfer(
     plan = plan_transfer(dataset, subject, preset=preset, alphas=alphas, test_runs=test_runs,
                          score_func=score_func, significance=significance, max_lag=max_lag,
                          fdr_q=fdr_q, backend=backend, n_targets_batch=n_targets_batch,
-                         modalities=modalities)
+                         modalities=modalities, memory=memory)
     space = prepare_space(plan, features, progress)
     paths = {space.name: weights_path} if weights_path is not None else None
     return analyse_spaces(plan, [space], weights_paths=paths, progress=progress)[0]

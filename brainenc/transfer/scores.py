@@ -141,7 +141,8 @@ def _cleaning_settings(plan: TransferPlan) -> dict | None:
     return None if cleaning is None else cleaning.settings()
 
 
-def _settings(plan: TransferPlan, space: SpaceModels) -> dict:
+def result_settings(plan: TransferPlan, space: SpaceModels) -> dict:
+    """The settings a space's result records (``TransferResult.settings``)."""
     options = plan.options
     split = plan.split_settings()
     for modality in plan.modalities:
@@ -177,16 +178,24 @@ def _settings(plan: TransferPlan, space: SpaceModels) -> dict:
 
 def transfer_result(plan: TransferPlan, space: SpaceModels, scores: VoxelScores) -> TransferResult:
     """The :class:`TransferResult` of a space whose voxels have all been scored."""
+    return result_from_scores(plan, space.name, scores, result_settings(plan, space))
+
+
+def result_from_scores(plan: TransferPlan, feature_space: str, scores: VoxelScores,
+                       settings: dict) -> TransferResult:
+    """The :class:`TransferResult` of every voxel's ``scores`` (assembled from voxel chunks,
+    say), with its p-values and FDR maps over all voxels; ``settings`` from
+    :func:`result_settings`."""
     first = plan.runs[plan.modalities[0]][0]
     return TransferResult(
         subject=plan.subject,
-        feature_space=space.name,
+        feature_space=feature_space,
         r=scores.r,
         r2=scores.r2,
         z=scores.z,
         alphas=scores.alphas,
         space=first.space,
         mask_path=None if first.mask_path is None else str(Path(first.mask_path).resolve()),
-        settings=_settings(plan, space),
+        settings=settings,
         **_significance(scores, plan.options.fdr_q, plan.options.significance),
     )
