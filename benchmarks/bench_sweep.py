@@ -37,6 +37,7 @@ Usage::
 
     python benchmarks/bench_sweep.py               # 2 subjects × 3 spaces, 20 000 voxels, about 6 minutes
     python benchmarks/bench_sweep.py --chunks-only # one job of 80 000 voxels, serial and in 2 chunks
+    python benchmarks/bench_sweep.py --grouped-only  # the serial loop against 3 spaces per task
     python benchmarks/bench_sweep.py --quick       # 2 × 2, 1 000 voxels
 """
 from __future__ import annotations
@@ -84,7 +85,8 @@ def write_dataset(root: Path, n_subjects: int, n_spaces: int, n_voxels: int, n_f
 
 def sweep(folder: Path, dataset: Path, out: str, n_subjects: int, n_spaces: int,
           scheduler: str = "serial", workers: int = 1, n_runs: int = N_RUNS,
-          chunk_voxels: int | None = None) -> tuple[float, list[float]]:
+          chunk_voxels: int | None = None, spaces_per_task: int | None = None
+          ) -> tuple[float, list[float]]:
     """Wall time of a sweep and the time of each job (serial: between completions). The last
     run of each modality is the test run (one model per modality, as with ds003020's
     wheretheressmoke), so a job's cost grows linearly with the TRs."""
@@ -96,6 +98,7 @@ def sweep(folder: Path, dataset: Path, out: str, n_subjects: int, n_spaces: int,
                     f"features = {[f'space{k}' for k in range(1, n_spaces + 1)]}\n"
                     "[analysis]\nreport = false\n"
                     + (f"chunk_voxels = {chunk_voxels}\n" if chunk_voxels else "")
+                    + (f"spaces_per_task = {spaces_per_task}\n" if spaces_per_task else "")
                     + "[analysis.test_runs]\n"
                     f'story = ["story{n_runs - 1}"]\nmovie = ["movie{n_runs - 1}"]\n', encoding="utf-8")
     plan = plan_sweep(load_sweep_spec(spec))
@@ -119,6 +122,20 @@ def chunked_job(args) -> None:
           f"(serial / chunked = {serial / chunked:.2f})")
 
 
+def grouped_spaces(args) -> None:
+    """Step 5: the serial loop (baseline) against the same jobs with each subject's feature
+    spaces in one task (``spaces_per_task``), serially too."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        data = write_dataset(folder / "ds", args.subjects, args.spaces, args.voxels, args.features)
+        serial, _ = sweep(folder, data, "serial", args.subjects, args.spaces)
+        grouped, _ = sweep(folder, data, "grouped", args.subjects, args.spaces,
+                           spaces_per_task=args.spaces)
+    print(f"{args.subjects} subjects x {args.spaces} spaces, serial: one task per job (baseline) "
+          f"{serial:.1f} s; {args.spaces} spaces per task {grouped:.1f} s "
+          f"(serial / grouped = {serial / grouped:.2f})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=2)
@@ -130,12 +147,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 spaces, 1 000 voxels")
     parser.add_argument("--chunks-only", action="store_true",
                         help="only step 4: one job of 4 x the voxels, serial and in voxel chunks")
+    parser.add_argument("--grouped-only", action="store_true",
+                        help="only step 5: the serial loop, and each subject's spaces in one task")
     args = parser.parse_args(argv)
     if args.quick:
         args.spaces, args.voxels, args.features = 2, 1000, 64
     warnings.simplefilter("ignore")
     if args.chunks_only:
         chunked_job(args)
+        return
+    if args.grouped_only:
+        grouped_spaces(args)
         return
     n_jobs = args.subjects * args.spaces
     with tempfile.TemporaryDirectory() as tmp:

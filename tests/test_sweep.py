@@ -367,3 +367,29 @@ def test_chunk_voxels_must_be_a_positive_whole_number(sweep_root, capsys):
     spec = _spec(sweep_root, "bad_chunks", SPEC + "chunk_voxels = 0\n")
     assert_refused(capsys, main(["sweep", str(spec)]), "chunk_voxels", "whole number")
     assert not (sweep_root / "bad_chunks").exists()
+
+
+@pytest.mark.slow
+def test_spaces_of_a_subject_in_one_task_equal_the_serial_runs_bit_for_bit(sweep_root, serial):
+    """spaces_per_task = 2: each subject's two feature spaces in one task on a 2-worker
+    LocalCluster; every job's folder equals its serial run's bit for bit."""
+    spec = _spec(sweep_root, "grouped", SPEC + "spaces_per_task = 2\n")
+    assert main(["sweep", str(spec), "--scheduler", "local", "--workers", "2"]) == 0
+    _assert_equal_bit_for_bit(_scores(sweep_root / "grouped"), serial)
+
+
+def test_a_subject_s_responses_are_read_once_for_its_grouped_spaces(sweep_root, serial, monkeypatch):
+    from brainenc.sweep.run import task_units
+    from brainenc.transfer.responses import SubjectResponses
+
+    spec = _spec(sweep_root, "grouped_serial", SPEC + "spaces_per_task = 2\n")
+    plan = plan_sweep(load_sweep_spec(spec))
+    assert [[job.key for job in unit] for unit in task_units(plan, plan.pending())] == [
+        ["s1/feats", "s1/other"], ["s2/feats", "s2/other"]]
+    loads = []
+    original = SubjectResponses.in_memory.__func__
+    monkeypatch.setattr(SubjectResponses, "in_memory",
+                        classmethod(lambda cls, runs: loads.append(1) or original(cls, runs)))
+    assert sorted(run_sweep(plan, scheduler="serial")) == ["s1/feats", "s1/other", "s2/feats", "s2/other"]
+    assert len(loads) == 2     # once per subject, not once per job
+    _assert_equal_bit_for_bit(_scores(plan.spec.out), serial)

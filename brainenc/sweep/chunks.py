@@ -21,7 +21,6 @@ float32 rounding.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainenc.sweep.folders import subject_plan, write_job_outputs
 from brainenc.sweep.plan import Job, SweepPlan
 
 __all__ = ["job_chunks", "run_chunk", "finish_job", "chunks_folder"]
@@ -56,26 +56,6 @@ def job_chunks(plan: SweepPlan, job: Job, n_voxels: int) -> list[slice]:
     return [slice(v0, min(v0 + size, n_voxels)) for v0 in range(0, n_voxels, size)]
 
 
-def _plan_options(plan: SweepPlan) -> dict:
-    """The spec's options that :func:`~brainenc.transfer.plan.plan_transfer` takes."""
-    from brainenc.transfer.plan import plan_transfer
-
-    accepted = inspect.signature(plan_transfer).parameters
-    return {k: v for k, v in plan.spec.transfer_options().items() if k in accepted}
-
-
-def _subject_plan(plan: SweepPlan, job: Job, columns: slice):
-    import warnings
-
-    from brainenc.io.layouts import load_dataset
-    from brainenc.transfer.plan import plan_transfer
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # warned once, when the sweep was planned
-        data = load_dataset(plan.spec.dataset)
-        return data, plan_transfer(data, job.subject, columns=columns, **_plan_options(plan))
-
-
 def run_chunk(plan: SweepPlan, job: Job, columns: slice) -> Path:
     """Fit, predict and score the voxels ``columns`` of ``job``; the folder of its part.
 
@@ -90,20 +70,20 @@ def run_chunk(plan: SweepPlan, job: Job, columns: slice) -> Path:
     part = _part_folder(job, columns)
     if part.is_dir():
         return part
-    _, subject_plan = _subject_plan(plan, job, columns)
+    _, chunk_plan = subject_plan(plan, job.subject, columns)
     staging = part.with_name(f"{part.name}.{socket.gethostname()}-{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)   # a dead attempt of this process's pid
     staging.mkdir(parents=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            space = prepare_space(subject_plan, job.feature_space, progress=False)
-            scores = score_spaces(subject_plan, [space], progress=False,
+            space = prepare_space(chunk_plan, job.feature_space, progress=False)
+            scores = score_spaces(chunk_plan, [space], progress=False,
                                   weights_paths={space.name: staging / "weights.h5"})[space.name]
         arrays = {f"{field}/{key}": values[columns] for field in _SCORE_FIELDS
                   for key, values in getattr(scores, field).items()}
         np.savez(staging / "scores.npz", **arrays)
-        settings = json.dumps(result_settings(subject_plan, space), default=json_default)
+        settings = json.dumps(result_settings(chunk_plan, space), default=json_default)
         (staging / "settings.json").write_text(settings, encoding="utf-8")
         os.replace(staging, part)
     except BaseException:
@@ -140,32 +120,29 @@ def finish_job(plan: SweepPlan, job: Job, parts: list[Path]) -> str:
     """Assemble the parts of ``job``'s chunks into its result folder; the job's key.
 
     The p-values' FDR maps are computed over all voxels, as in one analysis."""
-    from brainenc.analysis_outputs import AnalysisRequest, run_analyses
     from brainenc.checks import input_paths, resolve_feature_spaces
     from brainenc.io.output import clean_leftovers, output_folder
     from brainenc.sweep.plan import job_done
     from brainenc.transfer.scores import VoxelScores, result_from_scores
-    from brainenc.workflows import relocate_results, weights_paths, write_results
+    from brainenc.workflows import weights_paths
 
     replace = job.key in plan.stale
     if job_done(job) and not replace:
         return job.key
     clean_leftovers(job.folder)
     parts = sorted(parts)
-    data, subject_plan = _subject_plan(plan, job, slice(0, 0))
-    scores = VoxelScores.empty(subject_plan.n_voxels, subject_plan.directions, subject_plan.modalities)
+    data, whole = subject_plan(plan, job.subject, slice(0, 0))   # reads no response
+    scores = VoxelScores.empty(whole.n_voxels, whole.directions, whole.modalities)
     for part in parts:
         _read_part(part, scores)
     settings = json.loads((parts[0] / "settings.json").read_text(encoding="utf-8"))
-    result = result_from_scores(subject_plan, job.feature_space, scores, settings)
+    result = result_from_scores(whole, job.feature_space, scores, settings)
     spaces = resolve_feature_spaces([job.feature_space], data)
     with output_folder(job.folder, kind="transfer", overwrite=replace,
                        inputs=input_paths(data, job.subject, spaces)) as staging:
         path = weights_paths(staging, [job.feature_space])[job.feature_space]
         _merge_weights(parts, path)
         result.weights_path = str(path.resolve())
-        outputs = run_analyses(AnalysisRequest(), data, job.subject, [result], [])
-        write_results([result], staging, report=plan.spec.report, analyses=outputs)
-        relocate_results([result], staging, job.folder)
+        write_job_outputs(plan, job, data, result, staging)
     shutil.rmtree(chunks_folder(job), ignore_errors=True)
     return job.key

@@ -53,10 +53,9 @@ def run_job(plan: SweepPlan, job: Job) -> str:
 
     Safe to run again after a killed attempt: a finished folder is kept (unless it holds a
     replaced analysis), and a dead attempt's staging folder is removed first."""
+    from brainenc.sweep.chunks import finish_job, job_chunks, run_chunk
     from brainenc.sweep.plan import job_done
     from brainenc.workflows import transfer_to_folder
-
-    from brainenc.sweep.chunks import finish_job, job_chunks, run_chunk
 
     replace = job.key in plan.stale
     if job_done(job) and not replace:
@@ -149,30 +148,56 @@ def run_sweep(plan: SweepPlan, scheduler: str = "local", n_workers: int | None =
             on_done(key)
 
     failures: dict[str, str] = {}
+    units = task_units(plan, pending)
     if (scheduler == "serial" and client is None) or not pending:
-        for job in pending:
+        for unit in units:
             try:
-                finished(run_job(plan, job))
+                for key in run_unit(plan, unit):
+                    finished(key)
             except Exception as error:   # the other jobs go on; the failure is reported
-                failures[job.key] = _describe(error)
+                failures.update({job.key: _describe(error) for job in unit if job.key not in done})
     else:
-        _run_on_dask(plan, pending, scheduler, n_workers, client, finished, failures)
+        _run_on_dask(plan, units, scheduler, n_workers, client, finished, failures)
     if failures:
         raise SweepFailed(failures, len(done))
     return done
 
 
-def _submit_job(client, plan: SweepPlan, job: Job):
-    """The future of ``job``: one task, or one per voxel chunk and one that assembles them."""
-    from brainenc.sweep.chunks import finish_job, job_chunks, run_chunk
+def task_units(plan: SweepPlan, jobs: list[Job]) -> list[list[Job]]:
+    """The jobs as units of work: a job split into voxel chunks alone, the others one by one
+    or ``spaces_per_task`` of a subject together (:mod:`brainenc.sweep.groups`)."""
+    from brainenc.sweep.chunks import job_chunks
+    from brainenc.sweep.groups import job_groups
 
+    chunked = [job for job in jobs if len(job_chunks(plan, job, plan.n_voxels.get(job.subject, 0))) > 1]
+    return [[job] for job in chunked] + job_groups(plan, [job for job in jobs if job not in chunked])
+
+
+def run_unit(plan: SweepPlan, unit: list[Job]) -> list[str]:
+    """Run a unit of :func:`task_units` here; the keys of its jobs."""
+    from brainenc.sweep.groups import run_group
+
+    return [run_job(plan, unit[0])] if len(unit) == 1 else run_group(plan, unit)
+
+
+def _submit_unit(client, plan: SweepPlan, unit: list[Job]):
+    """The future of a unit: one task, or one per voxel chunk and one that assembles them."""
+    from brainenc.sweep.chunks import job_chunks, run_chunk
+
+    job = unit[0]
     key = f"brainenc-sweep-{job.key}"
     chunks = job_chunks(plan, job, plan.n_voxels.get(job.subject, 0))
-    if len(chunks) == 1:
-        return client.submit(run_job, plan, job, key=key, pure=False)
+    if len(unit) > 1 or len(chunks) == 1:
+        return client.submit(run_unit, plan, unit, key=key, pure=False)
     parts = [client.submit(run_chunk, plan, job, columns, key=f"{key}-{columns.start}", pure=False)
              for columns in chunks]
-    return client.submit(finish_job, plan, job, parts, key=key, pure=False)
+    return client.submit(_finish_unit, plan, job, parts, key=key, pure=False)
+
+
+def _finish_unit(plan: SweepPlan, job: Job, parts: list[Path]) -> list[str]:
+    from brainenc.sweep.chunks import finish_job
+
+    return [finish_job(plan, job, parts)]
 
 
 def _worker_memory(plan: SweepPlan) -> int | None:
@@ -184,19 +209,22 @@ def _worker_memory(plan: SweepPlan) -> int | None:
     return None if memory is None else int(parse_memory(memory) * WORKER_MEMORY_MARGIN)
 
 
-def _run_on_dask(plan, pending, scheduler, n_workers, client, finished, failures) -> None:
+def _run_on_dask(plan, units, scheduler, n_workers, client, finished, failures) -> None:
     from distributed import as_completed
 
     own = client is None
     if own:
         client, cluster = open_client(scheduler, n_workers, _worker_memory(plan))
     try:
-        futures = {_submit_job(client, plan, job): job for job in pending}
+        futures = {_submit_unit(client, plan, unit): unit for unit in units}
         for future in as_completed(futures):
             try:
-                finished(future.result())
+                keys = future.result()
             except Exception as error:   # a job's error, or KilledWorker after repeated deaths
-                failures[futures[future].key] = _describe(error)
+                failures.update({job.key: _describe(error) for job in futures[future]})
+                continue
+            for key in keys:
+                finished(key)
     finally:
         if own:
             client.close()

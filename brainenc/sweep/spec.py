@@ -18,6 +18,7 @@
     report = true                   # each folder's report.html
     memory = "8GB"                  # optional: the bound of each job (--memory of transfer)
     chunk_voxels = 100000           # optional: a larger subject's job runs as voxel chunks
+    spaces_per_task = 3             # optional: a subject's feature spaces 3 at a time per task
 
     [analysis.test_runs]            # optional: named test runs (default: the layout's)
     story = ["wheretheressmoke"]
@@ -39,9 +40,10 @@ __all__ = ["SweepSpec", "load_sweep_spec", "SPEC_KEYS", "ANALYSIS_KEYS"]
 
 SPEC_KEYS = ("dataset", "out", "subjects", "features", "layers", "analysis")
 ANALYSIS_KEYS = ("modalities", "max_lag", "fdr_q", "significance", "alphas", "seed",
-                 "n_targets_batch", "backend", "report", "test_runs", "memory", "chunk_voxels")
+                 "n_targets_batch", "backend", "report", "test_runs", "memory", "chunk_voxels",
+                 "spaces_per_task")
 #: Settings that change how a job runs but not its results: left out of the sweep's identity.
-RUN_ONLY_KEYS = ("memory", "chunk_voxels")
+RUN_ONLY_KEYS = ("memory", "chunk_voxels", "spaces_per_task")
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ class SweepSpec:
 
     def transfer_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`brainenc.workflows.transfer_to_folder`."""
-        options = {k: v for k, v in self.analysis.items() if k not in ("report", "chunk_voxels")}
+        options = {k: v for k, v in self.analysis.items()
+                   if k not in ("report", "chunk_voxels", "spaces_per_task")}
         if "modalities" in options:
             options["modalities"] = tuple(options["modalities"])
         if "alphas" in options:
@@ -121,10 +124,11 @@ def _analysis(path: Path, content: dict) -> dict[str, Any]:
     if alphas is not None and (not isinstance(alphas, list) or not alphas
                                or not all(isinstance(a, (int, float)) and a > 0 for a in alphas)):
         raise BrainencInputError(path, f"[analysis] alphas: expected positive numbers, got {alphas!r}")
-    chunk = analysis.get("chunk_voxels")
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-        raise BrainencInputError(path, f"[analysis] chunk_voxels: expected a whole number of voxels "
-                                       f">= 1, got {chunk!r}")
+    for key, what in (("chunk_voxels", "voxels"), ("spaces_per_task", "feature spaces")):
+        value = analysis.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise BrainencInputError(path, f"[analysis] {key}: expected a whole number of {what} "
+                                           f">= 1, got {value!r}")
     test_runs = analysis.get("test_runs")
     if test_runs is not None and (
             not isinstance(test_runs, dict) or not set(test_runs) <= {"story", "movie"}
