@@ -32,6 +32,8 @@ take 0.2 s and the cluster's start outweighs them (serial / cluster about 0.2).
 into one voxel chunk per worker (``chunk_voxels``) on a LocalCluster. Measured
 on 2 cores: a job of 80 000 voxels, 68.0 s serial, 51.0 s in 2 chunks on 2
 workers (serial / chunked = 1.33; each chunk prepares the feature space again).
+``--grouped-only`` runs the serial loop one job per task and with each subject's
+feature spaces in one task (``spaces_per_task``): 82.0 s against 76.6 s (1.07).
 
 Usage::
 
