@@ -352,12 +352,15 @@ def test_finished_chunks_are_found_again_and_not_recomputed(sweep_root, batched,
     (plan.spec.out / job.subject).mkdir(parents=True)
     done = [run_chunk(plan, job, columns) for columns in chunks[:2]]
     assert all((part / "scores.npz").is_file() for part in done)
+    # a part of another analysis (left before the spec changed) is not taken for this one's
+    stray = run_chunk(plan, plan.jobs[1], chunks[2])
+    (stray / "identity.json").write_text(json.dumps({"analysis": {"max_lag": 9}}))
     calls = []
     original = transfer_run.score_spaces
     monkeypatch.setattr(transfer_run, "score_spaces",
                         lambda plan, *a, **k: calls.append(plan.columns) or original(plan, *a, **k))
     run_sweep(plan, scheduler="serial")
-    assert len(calls) == 3 * len(plan.jobs) - 2
+    assert len(calls) == 3 * len(plan.jobs) - 2    # the stray part was computed again
     assert slice(0, 4) in calls and calls.count(slice(0, 4)) == len(plan.jobs) - 1
     _assert_equal_bit_for_bit(_scores(plan.spec.out), batched)
     assert not chunks_folder(job).exists()

@@ -10,7 +10,9 @@ the weights file, the maps and the report, written into the job's folder as one
 A chunk's part (its scores, weights and settings) is written into a staging
 folder and renamed into ``OUT/<subject>/.<feature space>.chunks/<first>-<stop>/``
 when complete, so a part that exists is finished: a rerun (a killed worker, an
-interrupted sweep) computes only the chunks that have none. The parts are
+interrupted sweep) computes only the chunks that have none. A part records the
+sweep's analysis (:meth:`~brainenc.sweep.spec.SweepSpec.identity`); one of another
+analysis, left by a sweep whose spec has changed since, is computed again. The parts are
 removed once the job's folder is in place.
 
 Chunks are whole numbers of the analysis's voxel batches (``n_targets_batch``),
@@ -69,7 +71,9 @@ def run_chunk(plan: SweepPlan, job: Job, columns: slice) -> Path:
 
     part = _part_folder(job, columns)
     if part.is_dir():
-        return part
+        if _part_identity(part) == plan.spec.identity():
+            return part
+        shutil.rmtree(part)   # a part of another analysis (the spec changed since)
     _, chunk_plan = subject_plan(plan, job.subject, columns)
     staging = part.with_name(f"{part.name}.{socket.gethostname()}-{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)   # a dead attempt of this process's pid
@@ -85,11 +89,19 @@ def run_chunk(plan: SweepPlan, job: Job, columns: slice) -> Path:
         np.savez(staging / "scores.npz", **arrays)
         settings = json.dumps(result_settings(chunk_plan, space), default=json_default)
         (staging / "settings.json").write_text(settings, encoding="utf-8")
+        (staging / "identity.json").write_text(json.dumps(plan.spec.identity()), encoding="utf-8")
         os.replace(staging, part)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return part
+
+
+def _part_identity(part: Path) -> dict | None:
+    try:
+        return json.loads((part / "identity.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _read_part(part: Path, scores) -> None:
