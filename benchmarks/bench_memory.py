@@ -131,22 +131,29 @@ def report(label: str, numbers: dict) -> None:
     print(f"    fraction significant: {numbers['fraction_significant']}")
 
 
+#: Run the command line and print the peak of this program (VmHWM; ru_maxrss would also
+#: count the parent's memory, shared by the child between fork and exec).
+_PEAK_CHILD = ("import re, sys; from brainenc.cli import main; status = main(sys.argv[1:]); "
+               "hwm = re.search(r'VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read())[1]; "
+               "print('peak', int(hwm) * 1024, file=sys.stderr); sys.exit(status)")
+
+
 def run_bounded(root: Path, out: Path, memory: str) -> dict:
-    """``brainenc transfer --memory`` in a child under ``/usr/bin/time -v``: its peak RSS
-    (bytes), wall time and exit status."""
-    command = [sys.executable, "-m", "brainenc.cli", "transfer", "--dataset", str(root),
-               "--subject", "s1", "--features", "feats", "--out", str(out), "--memory", memory,
-               "--quiet"]
+    """``brainenc transfer --memory`` in a child under ``/usr/bin/time -v`` (else reporting
+    its own VmHWM): its peak RSS (bytes), wall time and exit status."""
+    argv = ["transfer", "--dataset", str(root), "--subject", "s1", "--features", "feats",
+            "--out", str(out), "--memory", memory, "--quiet"]
     timed = Path("/usr/bin/time").is_file()
+    command = ((["/usr/bin/time", "-v", sys.executable, "-m", "brainenc.cli"] if timed
+                else [sys.executable, "-c", _PEAK_CHILD]) + argv)
     start = time.perf_counter()
-    done = subprocess.run((["/usr/bin/time", "-v"] if timed else []) + command,
-                          capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if timed:
         line = next(x for x in done.stderr.splitlines() if "Maximum resident set size" in x)
         peak = int(line.split(":")[1]) * 1024
-    else:  # the largest child's peak, which is this one
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    else:
+        peak = int(done.stderr.strip().splitlines()[-1].split()[1])
     return {"peak": peak, "wall_s": wall, "status": done.returncode, "stderr": done.stderr[-2000:]}
 
 
