@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -396,3 +397,16 @@ def test_a_subject_s_responses_are_read_once_for_its_grouped_spaces(sweep_root, 
     assert sorted(run_sweep(plan, scheduler="serial")) == ["s1/feats", "s1/other", "s2/feats", "s2/other"]
     assert len(loads) == 2     # once per subject, not once per job
     _assert_equal_bit_for_bit(_scores(plan.spec.out), serial)
+
+
+def test_local_workers_whose_bounds_exceed_the_machine_are_warned_about(sweep_root):
+    from brainenc.errors import BrainencInputWarning
+    from brainenc.sweep.run import warn_if_memory_short
+
+    plan = plan_sweep(load_sweep_spec(_spec(sweep_root, "short", SPEC + 'memory = "100TB"\n')))
+    with pytest.warns(BrainencInputWarning, match="2 workers .* each need .* more than this machine"):
+        warn_if_memory_short(plan, 2)
+    fits = plan_sweep(load_sweep_spec(_spec(sweep_root, "fits", SPEC + 'memory = "1GB"\n')))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_memory_short(fits, 2)

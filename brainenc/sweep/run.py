@@ -133,6 +133,8 @@ def run_sweep(plan: SweepPlan, scheduler: str = "local", n_workers: int | None =
         After every job ran, when some failed (the others' folders are finished).
     """
     pending = plan.pending()
+    if scheduler == "local" and client is None:
+        warn_if_memory_short(plan, n_workers or max(1, os.cpu_count() or 1))
     stale = set(plan.stale)
     plan.spec.out.mkdir(parents=True, exist_ok=True)
     _write_marker(plan, stale)
@@ -198,6 +200,28 @@ def _finish_unit(plan: SweepPlan, job: Job, parts: list[Path]) -> list[str]:
     from brainenc.sweep.chunks import finish_job
 
     return [finish_job(plan, job, parts)]
+
+
+def warn_if_memory_short(plan: SweepPlan, n_workers: int) -> None:
+    """Warn when ``n_workers`` local workers, each allowed the jobs' memory bound, would need
+    more memory than this machine has."""
+    import warnings
+
+    from brainenc.checks import format_bytes, parse_memory
+    from brainenc.errors import BrainencInputWarning
+
+    if plan.spec.memory is None or not hasattr(os, "sysconf"):
+        return
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return
+    needed = n_workers * parse_memory(plan.spec.memory)
+    if needed > total:
+        warnings.warn(f"{n_workers} workers with a memory bound of {format_bytes(needed / n_workers)} "
+                      f"each need {format_bytes(needed)}, more than this machine's "
+                      f"{format_bytes(total)}: use fewer --workers or a lower bound",
+                      BrainencInputWarning, stacklevel=3)
 
 
 def _worker_memory(plan: SweepPlan) -> int | None:
