@@ -58,8 +58,8 @@ def parse_memory(value: str | int | float) -> int:
 
 
 def format_bytes(n: float) -> str:
-    """``n`` bytes as GB (powers of 1000, as ``--memory`` reads them), two decimals."""
-    return f"{n / 1e9:.2f} GB"
+    """``n`` bytes as GB (powers of 1000, as ``--memory`` reads them), or MB below 0.1 GB."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 def check_analysis_options(

@@ -192,9 +192,7 @@ def _sweep(args) -> int:
     from brainenc.sweep import load_sweep_spec, plan_sweep, run_sweep, write_sweep_summary
     from brainenc.sweep.run import SweepFailed, check_scheduler
 
-    if args.workers is not None and args.workers < 1:
-        raise BrainencInputError(None, f"--workers must be at least 1, got {args.workers}")
-    check_scheduler(args.scheduler)
+    check_scheduler(args.scheduler, args.workers)
     spec = load_sweep_spec(args.spec).with_memory(args.memory)
     plan = plan_sweep(spec, overwrite=args.overwrite,
                       devices_here=args.scheduler in ("serial", "local"))

@@ -153,14 +153,7 @@ def check_sharding(scheduler: str, n_workers: int | None, group_size: int = 1) -
     """
     from brainenc.sweep.run import check_scheduler
 
-    if not isinstance(scheduler, str):
-        raise BrainencInputError(None, f"--scheduler: expected a string, got {scheduler!r}")
-    check_scheduler(scheduler)
-    if n_workers is not None and n_workers < 1:
-        raise BrainencInputError(None, f"--workers must be at least 1, got {n_workers}")
-    if n_workers is not None and scheduler != "local":
-        raise BrainencInputError(None, f"--workers sets the size of a local cluster (--scheduler "
-                                       f"local), not of --scheduler {scheduler}")
+    check_scheduler(scheduler, n_workers)
     if group_size < 1:
         raise BrainencInputError(None, f"group_size must be at least 1, got {group_size}")
 

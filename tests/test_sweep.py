@@ -160,7 +160,7 @@ def test_another_analysis_in_the_same_root_needs_overwrite(sweep_root, serial, c
     spec = sweep_root / "changed.toml"
     spec.write_text(changed, encoding="utf-8")
     assert_refused(capsys, main(["sweep", str(spec), "--scheduler", "serial"]),
-                   "serial", "another analysis", "--overwrite")
+                   "serial", "another analysis", "max_lag: 3 -> 2", "--overwrite")
     plan = plan_sweep(load_sweep_spec(spec), overwrite=True)
     assert sorted(plan.stale) == sorted(serial) and len(plan.pending()) == 4
 
@@ -174,6 +174,10 @@ def test_another_analysis_in_the_same_root_needs_overwrite(sweep_root, serial, c
     (lambda s: s.replace("max_lag = 3", "lag = 3"), ["[analysis]", "unknown keys", "lag"]),
     (lambda s: 'subjects = ["s9"]\n' + s, ["s9"]),
     (lambda s: s.replace('dataset = "ds"', 'dataset = "nowhere"'), ["nowhere"]),
+    (lambda s: s + 'memory = "x"\n', ["bad.toml", "[analysis]", "--memory must be a size"]),
+    (lambda s: s + "memory = 5\n", ["bad.toml", "[analysis] memory", "unit"]),
+    (lambda s: s + "n_targets_batch = 0\n", ["bad.toml", "[analysis]", "n_targets_batch"]),
+    (lambda s: s + 'memory = "10MB"\n', ["bad.toml", "[analysis] memory", "subject s1", "too small"]),
 ])
 def test_bad_specs_are_refused_before_anything_is_written(sweep_root, capsys, edit, fragments):
     spec = sweep_root / "bad.toml"
@@ -198,9 +202,20 @@ def test_summary_of_a_sweep_with_nothing_finished_is_an_empty_table(sweep_root):
     assert (plan.spec.out / "sweep_summary.csv").read_text().startswith("subject,feature_space")
 
 
+def test_an_unreachable_scheduler_writes_nothing(sweep_root, capsys):
+    import dask
+
+    spec = _spec(sweep_root, "unreachable")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        code = main(["sweep", str(spec), "--scheduler", "tcp://127.0.0.1:1"])
+    assert code == 2, capsys.readouterr().err
+    assert not (sweep_root / "unreachable").exists()
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--scheduler", "nowhere"], "--scheduler"),
     (["--workers", "0"], "--workers"),
+    (["--scheduler", "serial", "--workers", "2"], "--workers sets the size of a local cluster"),
 ])
 def test_bad_scheduler_options_are_refused(sweep_root, capsys, argv, fragment):
     spec = _spec(sweep_root, "options")

@@ -84,6 +84,15 @@ def _feature_spaces(spec: SweepSpec, data) -> list[str]:
     return [space.name for space in resolve_feature_spaces(names, data)]
 
 
+def _differences(old: dict, new: dict) -> str:
+    """The settings in which two sweep identities differ, as ``key: old -> new``."""
+    flat_old = {"dataset": old.get("dataset"), **(old.get("analysis") or {})}
+    flat_new = {"dataset": new.get("dataset"), **(new.get("analysis") or {})}
+    keys = sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k))
+    return ", ".join(f"{k}: {flat_old.get(k, 'default')!r} -> {flat_new.get(k, 'default')!r}"
+                     for k in keys)
+
+
 def _stale_keys(spec: SweepSpec, overwrite: bool) -> set[str]:
     """Check the sweep root: new, empty, or a sweep of the same analysis (resumed), or of
     another one with ``overwrite``. The keys of its finished folders still to be redone."""
@@ -100,10 +109,24 @@ def _stale_keys(spec: SweepSpec, overwrite: bool) -> set[str]:
     if content.get("identity") == spec.identity():
         return set(content.get("stale", []))
     if not overwrite:
-        raise BrainencInputError(root, f"out: holds a sweep of another analysis ({marker}); "
+        raise BrainencInputError(root, f"out: holds a sweep of another analysis ({marker}: "
+                                       f"{_differences(content.get('identity') or {}, spec.identity())}); "
                                        "use --overwrite to replace its results")
     return {f"{s.name}/{f.name}" for s in root.iterdir() if s.is_dir()
             for f in s.iterdir() if read_marker(f) is not None}
+
+
+def _check_bound(spec: SweepSpec, runs, n_voxels: int, modalities) -> None:
+    """A memory bound leaves room to read the subject's responses (before any job)."""
+    from brainenc.checks import parse_memory
+    from brainenc.transfer.memory import response_chunk
+
+    n_trs = sum(run.n_trs for run in runs if run.modality in modalities)
+    try:
+        response_chunk(parse_memory(spec.memory), n_voxels, n_trs,
+                       int(spec.analysis.get("n_targets_batch", 20000)))
+    except BrainencInputError as error:
+        raise spec.fail("[analysis] memory", f"subject {runs[0].subject}: {error.problem}") from None
 
 
 def plan_sweep(spec: SweepSpec, overwrite: bool = False, devices_here: bool = True) -> SweepPlan:
@@ -134,7 +157,10 @@ def plan_sweep(spec: SweepSpec, overwrite: bool = False, devices_here: bool = Tr
     checked = ["significance", "max_lag", "fdr_q", "alphas", "n_targets_batch", "memory"]
     if devices_here or options.get("backend") not in GPU_BACKENDS:
         checked.append("backend")
-    check_analysis_options(**{k: v for k, v in options.items() if k in checked})
+    try:
+        check_analysis_options(**{k: v for k, v in options.items() if k in checked})
+    except BrainencInputError as error:
+        raise spec.fail("[analysis]", error.problem) from None
     modalities = check_modalities(options.get("modalities", ("story", "movie")))
     data = load_dataset(spec.dataset)
     subjects = list(spec.subjects) if spec.subjects is not None else data.subjects
@@ -147,6 +173,9 @@ def plan_sweep(spec: SweepSpec, overwrite: bool = False, devices_here: bool = Tr
     stale = _stale_keys(spec, overwrite)
     jobs = tuple(Job(subject, name, spec.out / subject / name) for subject in subjects for name in names)
     voxels = {subject: response_shape(data.runs_for(subject)[0])[1] for subject in subjects}
+    if spec.memory is not None:
+        for subject in subjects:
+            _check_bound(spec, data.runs_for(subject), voxels[subject], modalities)
     plan = SweepPlan(spec, jobs, frozenset(stale & {job.key for job in jobs}), voxels)
     inputs = {subject: input_paths(data, subject, spaces) for subject in subjects}
     for job in plan.pending():   # the rules of every brainenc output folder, for each job's

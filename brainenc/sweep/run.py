@@ -16,6 +16,7 @@ interrupted sweep resumes with the jobs that are not finished.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -71,11 +72,19 @@ def run_job(plan: SweepPlan, job: Job) -> str:
     return job.key
 
 
-def check_scheduler(scheduler: str) -> None:
+def check_scheduler(scheduler: str, n_workers: int | None = None) -> None:
     """``scheduler`` is usable here: ``serial``, or Dask is installed and an address looks like
-    one (``tcp://``, ``tls://``, ``inproc://`` or ``ucx://``)."""
+    one (``tcp://``, ``tls://``, ``inproc://`` or ``ucx://``); ``n_workers``, when given, is at
+    least 1 and goes with ``local``."""
     from brainenc.errors import BrainencInputError
 
+    if not isinstance(scheduler, str):
+        raise BrainencInputError(None, f"--scheduler: expected a string, got {scheduler!r}")
+    if n_workers is not None and n_workers < 1:
+        raise BrainencInputError(None, f"--workers must be at least 1, got {n_workers}")
+    if n_workers is not None and scheduler != "local":
+        raise BrainencInputError(None, f"--workers sets the size of a local cluster (--scheduler "
+                                       f"local), not of --scheduler {scheduler}")
     if scheduler == "serial":
         return
     if scheduler != "local" and "://" not in scheduler:
@@ -133,8 +142,28 @@ def run_sweep(plan: SweepPlan, scheduler: str = "local", n_workers: int | None =
         After every job ran, when some failed (the others' folders are finished).
     """
     pending = plan.pending()
+    on_dask = bool(pending) and not (scheduler == "serial" and client is None)
     if scheduler == "local" and client is None:
         warn_if_memory_short(plan, n_workers or max(1, os.cpu_count() or 1))
+    with contextlib.ExitStack() as stack:
+        if on_dask and client is None:   # connected before anything is written
+            client = stack.enter_context(_own_client(scheduler, n_workers, _worker_memory(plan)))
+        return _run_pending(plan, pending, client if on_dask else None, on_done)
+
+
+@contextlib.contextmanager
+def _own_client(scheduler: str, n_workers: int | None, memory_limit: int | None):
+    client, cluster = open_client(scheduler, n_workers, memory_limit)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_pending(plan: SweepPlan, pending: list[Job], client, on_done) -> list[str]:
+    """Run ``pending`` here (``client`` None) or on Dask, recording each finished job."""
     stale = set(plan.stale)
     plan.spec.out.mkdir(parents=True, exist_ok=True)
     _write_marker(plan, stale)
@@ -151,7 +180,7 @@ def run_sweep(plan: SweepPlan, scheduler: str = "local", n_workers: int | None =
 
     failures: dict[str, str] = {}
     units = task_units(plan, pending)
-    if (scheduler == "serial" and client is None) or not pending:
+    if client is None:
         for unit in units:
             try:
                 for key in run_unit(plan, unit):
@@ -159,7 +188,7 @@ def run_sweep(plan: SweepPlan, scheduler: str = "local", n_workers: int | None =
             except Exception as error:   # the other jobs go on; the failure is reported
                 failures.update({job.key: _describe(error) for job in unit if job.key not in done})
     else:
-        _run_on_dask(plan, units, scheduler, n_workers, client, finished, failures)
+        _run_on_dask(plan, units, client, finished, failures)
     if failures:
         raise SweepFailed(failures, len(done))
     return done
@@ -233,24 +262,15 @@ def _worker_memory(plan: SweepPlan) -> int | None:
     return None if memory is None else int(parse_memory(memory) * WORKER_MEMORY_MARGIN)
 
 
-def _run_on_dask(plan, units, scheduler, n_workers, client, finished, failures) -> None:
+def _run_on_dask(plan, units, client, finished, failures) -> None:
     from distributed import as_completed
 
-    own = client is None
-    if own:
-        client, cluster = open_client(scheduler, n_workers, _worker_memory(plan))
-    try:
-        futures = {_submit_unit(client, plan, unit): unit for unit in units}
-        for future in as_completed(futures):
-            try:
-                keys = future.result()
-            except Exception as error:   # a job's error, or KilledWorker after repeated deaths
-                failures.update({job.key: _describe(error) for job in futures[future]})
-                continue
-            for key in keys:
-                finished(key)
-    finally:
-        if own:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+    futures = {_submit_unit(client, plan, unit): unit for unit in units}
+    for future in as_completed(futures):
+        try:
+            keys = future.result()
+        except Exception as error:   # a job's error, or KilledWorker after repeated deaths
+            failures.update({job.key: _describe(error) for job in futures[future]})
+            continue
+        for key in keys:
+            finished(key)

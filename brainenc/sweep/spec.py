@@ -129,6 +129,10 @@ def _analysis(path: Path, content: dict) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise BrainencInputError(path, f"[analysis] {key}: expected a whole number of {what} "
                                            f">= 1, got {value!r}")
+    memory = analysis.get("memory")
+    if memory is not None and not isinstance(memory, str):
+        raise BrainencInputError(path, f"[analysis] memory: expected a size with its unit, such as "
+                                       f"\"8GB\", got {memory!r}")
     test_runs = analysis.get("test_runs")
     if test_runs is not None and (
             not isinstance(test_runs, dict) or not set(test_runs) <= {"story", "movie"}

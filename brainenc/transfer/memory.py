@@ -69,10 +69,12 @@ def response_chunk(bound: int, n_voxels: int, n_trs: int, largest: int) -> int:
     free = bound - PROCESS_BYTES - n_voxels * RESULT_BYTES_PER_VOXEL
     chunk = min(largest, free // _per_voxel(n_trs, 0, 0)) if free > 0 else 0
     if chunk < min(MIN_BATCH, largest):
-        need = PROCESS_BYTES + n_voxels * RESULT_BYTES_PER_VOXEL + MIN_BATCH * _per_voxel(n_trs, 0, 0)
-        raise BrainencInputError(None, f"--memory {format_bytes(bound)} is too small for "
-                                       f"{n_voxels} voxels of {n_trs} TRs: reading them needs at "
-                                       f"least {format_bytes(need)}")
+        results, reading = n_voxels * RESULT_BYTES_PER_VOXEL, MIN_BATCH * _per_voxel(n_trs, 0, 0)
+        raise BrainencInputError(
+            None, f"--memory {format_bytes(bound)} is too small for {n_voxels} voxels of {n_trs} "
+                  f"TRs: reading them needs at least {format_bytes(PROCESS_BYTES + results + reading)} "
+                  f"(the process {format_bytes(PROCESS_BYTES)}, per-voxel results "
+                  f"{format_bytes(results)}, {MIN_BATCH} voxels at a time {format_bytes(reading)})")
     return int(chunk)
 
 
