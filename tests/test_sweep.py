@@ -100,6 +100,7 @@ def test_local_cluster_equals_the_serial_runs_bit_for_bit(sweep_root, serial, ca
     row = next(r for r in rows if r["subject"] == "s2" and r["feature_space"] == "other"
                and r["map"] == "prediction" and r["direction"] == "story_to_movie")
     assert float(row["mean_r"]) == pytest.approx(expected, rel=1e-12)
+    assert row["aligned_pair"] == ""    # the test features do not say whether they share a space
     report = (sweep_root / "local" / "sweep_report.html").read_text()
     assert "s1/feats/report.html" in report and "sweep_mean_r.png" in report
     assert (sweep_root / "local" / "s1" / "feats" / "report.html").is_file()
@@ -425,3 +426,11 @@ def test_local_workers_whose_bounds_exceed_the_machine_are_warned_about(sweep_ro
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_memory_short(fits, 2)
+
+
+def test_the_sweep_figure_joins_only_the_layers_of_one_model():
+    from brainenc.sweep.summary import _layer_runs
+
+    spaces = ["feats", "other", "bt_1", "bt_2", "bt_3", "gpt_1", "gpt_2", "clip_7", "bt_4"]
+    assert _layer_runs(spaces) == [[2, 3, 4], [5, 6]]
+    assert _layer_runs(["feats", "other"]) == []

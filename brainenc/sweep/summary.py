@@ -4,8 +4,11 @@
 for every finished job, each direction's map (``map = "prediction"``) and each
 cross-modal direction's transfer map (``map = "transfer"``): the columns of
 :class:`brainenc.results.DirectionSummary`. ``OUT/sweep_report.html`` shows the
-mean r of every direction against the feature spaces, one line per subject,
-and links each job's own report.
+mean r of every direction against the feature spaces, one colour per subject
+(lines join the layers of one model), and links each job's own report. The
+``aligned_pair`` column says whether a feature space's story and movie features
+share a space (False for an unaligned baseline, empty where the files do not
+say).
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ from brainenc.sweep.plan import SweepPlan, job_done
 __all__ = ["sweep_rows", "write_sweep_summary", "COLUMNS"]
 
 COLUMNS = ("subject", "feature_space", "map", "direction", "n_voxels", "n_significant",
-           "fraction_significant", "mean_r", "mean_r_significant", "max_r")
+           "fraction_significant", "mean_r", "mean_r_significant", "max_r", "aligned_pair")
+#: The columns read from each direction's summary.
+SUMMARY_COLUMNS = COLUMNS[4:-1]
 
 
 def sweep_rows(plan: SweepPlan) -> list[dict]:
@@ -35,7 +40,9 @@ def sweep_rows(plan: SweepPlan) -> list[dict]:
                 for direction, values in result.get(key, {}).items():
                     row = {"subject": job.subject, "feature_space": job.feature_space,
                            "map": kind, "direction": direction}
-                    row.update({c: values.get(c) for c in COLUMNS[4:]})
+                    row.update({c: values.get(c) for c in SUMMARY_COLUMNS})
+                    # whether story and movie features share a space (a baseline's do not)
+                    row["aligned_pair"] = result.get("settings", {}).get("aligned_pair")
                     rows.append(row)
     return rows
 
@@ -59,6 +66,23 @@ def _write_parquet(rows: list[dict], path: Path) -> bool:
     return True
 
 
+def _layer_runs(spaces: list[str]) -> list[list[int]]:
+    """Positions of consecutive feature spaces that are layers of one model
+    (``<model>_<number>``), runs of two or more."""
+    import re
+
+    runs, previous = [], None
+    for i, name in enumerate(spaces):
+        match = re.fullmatch(r"(.+)_(\d+)", name)
+        model = match[1] if match else None
+        if model is not None and model == previous:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+        previous = model
+    return [run for run in runs if len(run) > 1]
+
+
 def _figure(plan: SweepPlan, rows: list[dict], path: Path) -> bool:
     import matplotlib
 
@@ -72,12 +96,16 @@ def _figure(plan: SweepPlan, rows: list[dict], path: Path) -> bool:
     spaces = plan.feature_spaces
     fig, axes = plt.subplots(1, len(directions), figsize=(3.2 * len(directions) + 1, 3.4),
                              squeeze=False, sharey=True)
+    runs = _layer_runs(spaces)
     for ax, direction in zip(axes[0], directions):
-        for subject in plan.subjects:
+        for k, subject in enumerate(plan.subjects):
             values = {r["feature_space"]: r["mean_r"] for r in prediction
                       if r["subject"] == subject and r["direction"] == direction}
-            ax.plot(range(len(spaces)), [values.get(s, float("nan")) for s in spaces],
-                    marker="o", label=subject)
+            y = [values.get(s, float("nan")) for s in spaces]
+            colour = f"C{k % 10}"
+            ax.plot(range(len(spaces)), y, marker="o", linestyle="none", color=colour, label=subject)
+            for run in runs:   # lines join the layers of one model only
+                ax.plot(run, [y[i] for i in run], color=colour, lw=1)
         ax.set_title(direction.replace("_", " "))
         ax.set_xticks(range(len(spaces)), spaces, rotation=60, ha="right", fontsize=7)
         ax.axhline(0, color="0.6", lw=0.8)
