@@ -190,7 +190,7 @@ def _add_sweep_parser(sub) -> None:
 
 def _sweep(args) -> int:
     from brainenc.sweep import load_sweep_spec, plan_sweep, run_sweep, write_sweep_summary
-    from brainenc.sweep.run import SweepFailed, check_scheduler
+    from brainenc.sweep.run import SweepFailed, check_scheduler, describe_units
 
     check_scheduler(args.scheduler, args.workers)
     spec = load_sweep_spec(args.spec).with_memory(args.memory)
@@ -199,6 +199,8 @@ def _sweep(args) -> int:
     pending = plan.pending()
     print(f"{len(plan.jobs)} jobs ({len(plan.subjects)} subjects × {len(plan.feature_spaces)} "
           f"feature spaces), {len(plan.jobs) - len(pending)} already done")
+    for line in describe_units(plan, pending):
+        print(f"  {line}")
     failed = None
     try:
         run_sweep(plan, scheduler=args.scheduler, n_workers=args.workers,

@@ -376,6 +376,10 @@ def test_finished_chunks_are_found_again_and_not_recomputed(sweep_root, batched,
     original = transfer_run.score_spaces
     monkeypatch.setattr(transfer_run, "score_spaces",
                         lambda plan, *a, **k: calls.append(plan.columns) or original(plan, *a, **k))
+    from brainenc.sweep.run import describe_units
+
+    assert describe_units(plan, plan.pending())[0] == ("s1/feats: 3 voxel chunks of up to 4 voxels, "
+                                                       "2 part(s) found from an earlier run")
     run_sweep(plan, scheduler="serial")
     assert len(calls) == 3 * len(plan.jobs) - 2    # the stray part was computed again
     assert slice(0, 4) in calls and calls.count(slice(0, 4)) == len(plan.jobs) - 1
@@ -406,6 +410,10 @@ def test_a_subject_s_responses_are_read_once_for_its_grouped_spaces(sweep_root, 
     plan = plan_sweep(load_sweep_spec(spec))
     assert [[job.key for job in unit] for unit in task_units(plan, plan.pending())] == [
         ["s1/feats", "s1/other"], ["s2/feats", "s2/other"]]
+    from brainenc.sweep.run import describe_units
+
+    assert describe_units(plan, plan.pending()) == ["s1: feats, other in one task",
+                                                    "s2: feats, other in one task"]
     loads = []
     original = SubjectResponses.in_memory.__func__
     monkeypatch.setattr(SubjectResponses, "in_memory",

@@ -204,6 +204,23 @@ def task_units(plan: SweepPlan, jobs: list[Job]) -> list[list[Job]]:
     return [[job] for job in chunked] + job_groups(plan, [job for job in jobs if job not in chunked])
 
 
+def describe_units(plan: SweepPlan, jobs: list[Job]) -> list[str]:
+    """How ``jobs`` run, in words, where it is not one task per job."""
+    from brainenc.sweep.chunks import chunks_folder, job_chunks
+
+    lines = []
+    for unit in task_units(plan, jobs):
+        job = unit[0]
+        chunks = job_chunks(plan, job, plan.n_voxels.get(job.subject, 0))
+        if len(chunks) > 1:
+            kept = len(list(chunks_folder(job).glob("*-*[0-9]"))) if chunks_folder(job).is_dir() else 0
+            lines.append(f"{job.key}: {len(chunks)} voxel chunks of up to {chunks[0].stop} voxels"
+                         + (f", {kept} part(s) found from an earlier run" if kept else ""))
+        elif len(unit) > 1:
+            lines.append(f"{job.subject}: {', '.join(j.feature_space for j in unit)} in one task")
+    return lines
+
+
 def run_unit(plan: SweepPlan, unit: list[Job]) -> list[str]:
     """Run a unit of :func:`task_units` here; the keys of its jobs."""
     from brainenc.sweep.groups import run_group
