@@ -113,6 +113,16 @@ def _check_identity(extractor: FeatureExtractor, task: StimulusTask) -> None:
             "the model files or the software differ between the submitting machine and the workers")
 
 
+def _quiet_worker() -> None:
+    """No progress bars on a worker (model loading included): the submitting process shows
+    one bar for the whole extraction."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    transformers_logging.disable_progress_bar()
+
+
 def run_shard(spec: ExtractorSpec, tasks: Sequence[StimulusTask], out: Path, fps: float | None,
               force: bool, lock_timeout_s: float | None) -> ExtractionReport:
     """Embed and commit a group of stimuli on a worker: the body of one Dask task.
@@ -134,12 +144,13 @@ def run_shard(spec: ExtractorSpec, tasks: Sequence[StimulusTask], out: Path, fps
     ExtractionReport
         The task's files written and kept, and the stale staging folders removed.
     """
+    _quiet_worker()
     try:
         extractor = worker_extractor(spec)
         for task in tasks:
             _check_identity(extractor, task)
         return run_tasks(tasks, extractor, out, fps=fps, force=force,
-                         lock_timeout_s=lock_timeout_s)
+                         lock_timeout_s=lock_timeout_s, progress=False)
     except BrainencInputError as error:
         raise ShardInputError(error.path, error.problem) from error
 

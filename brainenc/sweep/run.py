@@ -153,13 +153,22 @@ def run_sweep(plan: SweepPlan, scheduler: str = "local", n_workers: int | None =
 
 @contextlib.contextmanager
 def _own_client(scheduler: str, n_workers: int | None, memory_limit: int | None):
+    import logging
+
     client, cluster = open_client(scheduler, n_workers, memory_limit)
     try:
         yield client
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        # workers stopped mid-task (Ctrl-C) make Dask's shutdown chatty; our message says it all
+        chatter = logging.getLogger("distributed")
+        level = chatter.level
+        chatter.setLevel(logging.ERROR)
+        try:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            chatter.setLevel(level)
 
 
 def _run_pending(plan: SweepPlan, pending: list[Job], client, on_done) -> list[str]:
